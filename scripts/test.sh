@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The project's one test command: installs what is missing on a fresh Debian
+# machine (as root), then runs formatting, lints, the dependency policy and
+# every test. `.ci/run` calls exactly this.
+#
+# Environment:
+#   TEST_RUNNER=cargo|nextest   force a runner (default: nextest if installed)
+#   SKIP_DENY=1                 skip `cargo deny` (e.g. offline development)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# --- system packages -------------------------------------------------------
+# command -> Debian package that provides it
+declare -A provides=(
+    [redis-server]=redis-server
+    [redis-cli]=redis-tools
+    [ip]=iproute2
+    [openssl]=openssl
+    [curl]=curl
+)
+missing=()
+for cmd in "${!provides[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${provides[$cmd]}")
+done
+if ((${#missing[@]} > 0)); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "missing packages: ${missing[*]}; run as root so they can be installed" >&2
+        exit 1
+    fi
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # apt-get update only when there is no package list, or when the list
+    # we have does not know a package.
+    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null \
+        || ! apt-get install -y --no-install-recommends "${missing[@]}"; then
+        apt-get update
+        apt-get install -y --no-install-recommends "${missing[@]}"
+    fi
+fi
+
+# --- Rust toolchain components ---------------------------------------------
+if command -v rustup >/dev/null 2>&1; then
+    installed=$(rustup component list --installed 2>/dev/null || true)
+    for c in rustfmt clippy; do
+        grep -q "^$c" <<<"$installed" || rustup component add "$c"
+    done
+fi
+
+# The integration tests create network namespaces and veth links.
+if [[ $(id -u) -ne 0 ]]; then
+    echo "the integration tests need root (network namespaces, veth links)" >&2
+    exit 1
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+if [[ ${SKIP_DENY:-0} != 1 ]]; then
+    if ! command -v cargo-deny >/dev/null 2>&1; then
+        log "installing cargo-deny"
+        cargo install --locked cargo-deny
+    fi
+    log "cargo deny"
+    cargo deny check bans licenses sources
+fi
+
+runner=${TEST_RUNNER:-}
+if [[ -z $runner ]]; then
+    if command -v cargo-nextest >/dev/null 2>&1; then runner=nextest; else runner=cargo; fi
+fi
+log "tests ($runner)"
+case $runner in
+    nextest) cargo nextest run --all-targets --locked --no-fail-fast ;;
+    cargo) cargo test --all-targets --locked --no-fail-fast ;;
+    *) echo "TEST_RUNNER must be cargo or nextest, not $runner" >&2; exit 2 ;;
+esac

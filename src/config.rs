@@ -1,0 +1,112 @@
+//! Settings from the command line. Every tunable has a default that is
+//! right on a switch, so `/usr/bin/portsyncd` with no arguments works there.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::sonic::db_config::DEFAULT_DB_CONFIG;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// portsyncd: keeps SONiC's Redis in step with the kernel's front-panel ports.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "portsyncd", version, about, long_about = None)]
+pub struct Cli {
+    /// SONiC database_config.json describing the Redis layout.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_DB_CONFIG)]
+    pub db_config: PathBuf,
+
+    /// Multi-ASIC namespace (asic0, asic1, ...); its database config is found
+    /// through database_global.json beside --db-config. Defaults to
+    /// NAMESPACE_ID's namespace when that variable is set.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// Reach Redis over TCP (hostname/port of the instance) instead of its
+    /// unix socket.
+    #[arg(long)]
+    pub redis_tcp: bool,
+
+    /// Do not start the metrics and health endpoint.
+    #[arg(long)]
+    pub no_metrics: bool,
+
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log level (error, warn, info, debug, trace) or a tracing filter such
+    /// as `portsyncd=debug`.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Netlink receive buffer to ask the kernel for, in bytes. Large, so a
+    /// burst of link events does not overrun it while Redis is slow.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub netlink_rcvbuf: usize,
+
+    /// Most distinct keys waiting for Redis before the netlink thread waits.
+    #[arg(long, value_name = "KEYS", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(16..=1_048_576).map(|v| v as usize))]
+    pub queue_capacity: usize,
+
+    /// How long SIGTERM/SIGINT waits for pending writes to reach Redis.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub shutdown_timeout: u64,
+}
+
+impl Cli {
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout)
+    }
+
+    /// The namespace from the flag, else from SONiC's `NAMESPACE_ID`
+    /// (multi-ASIC containers set it to the ASIC number).
+    pub fn effective_namespace(&self) -> Option<String> {
+        if let Some(ns) = self.namespace.as_ref().filter(|ns| !ns.is_empty()) {
+            return Some(ns.clone());
+        }
+        let id = std::env::var("NAMESPACE_ID").ok()?;
+        let id = id.trim();
+        (!id.is_empty()).then(|| format!("asic{id}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_right_on_a_switch() {
+        let cli = Cli::try_parse_from(["portsyncd"]).unwrap();
+        assert_eq!(cli.db_config, PathBuf::from(DEFAULT_DB_CONFIG));
+        assert!(!cli.redis_tcp && !cli.no_metrics);
+        assert_eq!(cli.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_documented_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "portsyncd", "--db-config", "/x.json", "--namespace", "asic1", "--no-metrics", "--log-format", "json",
+            "--log-level", "debug",
+        ])
+        .unwrap();
+        assert_eq!(cli.db_config, PathBuf::from("/x.json"));
+        assert_eq!(cli.effective_namespace().as_deref(), Some("asic1"));
+        assert!(cli.no_metrics);
+        assert_eq!(cli.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        assert!(Cli::try_parse_from(["portsyncd", "--queue-capacity", "1"]).is_err());
+        assert!(Cli::try_parse_from(["portsyncd", "--log-format", "xml"]).is_err());
+    }
+}

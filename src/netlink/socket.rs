@@ -1,0 +1,147 @@
+//! The rtnetlink socket, owned directly on netlink-sys.
+//!
+//! We do not use rtnetlink's connection layer: it buffers without bound and
+//! does not handle overruns. Here an overrun (ENOBUFS) is reported to the
+//! caller, who repairs state with a fresh dump.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use super::parse::{NetlinkItem, ParseStats, parse_datagram};
+
+/// Large enough for any datagram the kernel sends for link dumps.
+const RECV_BUFFER: usize = 256 * 1024;
+
+/// What one receive produced.
+pub enum RecvOutcome<'a> {
+    /// A datagram: parse it with [`parse_datagram`](super::parse_datagram).
+    Datagram(&'a [u8]),
+    /// ENOBUFS: the kernel dropped messages for us. State must be re-dumped.
+    Overrun,
+}
+
+/// A NETLINK_ROUTE socket subscribed to RTNLGRP_LINK.
+pub struct LinkSocket {
+    socket: Socket,
+    buffer: Vec<u8>,
+    next_seq: u32,
+    /// The receive buffer the kernel actually granted, in bytes.
+    pub granted_rcvbuf: usize,
+}
+
+impl LinkSocket {
+    /// Opens the socket, joins RTNLGRP_LINK and asks for a `rcvbuf`-byte
+    /// receive buffer: SO_RCVBUFFORCE first (needs CAP_NET_ADMIN, ignores
+    /// net.core.rmem_max), then SO_RCVBUF; the granted size is read back.
+    pub fn open(rcvbuf: usize) -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        let size = libc::c_int::try_from(rcvbuf).unwrap_or(libc::c_int::MAX);
+        if set_int_option(&socket, libc::SO_RCVBUFFORCE, size).is_err() {
+            set_int_option(&socket, libc::SO_RCVBUF, size)?;
+        }
+        let granted = get_int_option(&socket, libc::SO_RCVBUF)?;
+        socket.add_membership(libc::RTNLGRP_LINK)?;
+        Ok(LinkSocket {
+            socket,
+            buffer: vec![0; RECV_BUFFER],
+            next_seq: 1,
+            granted_rcvbuf: usize::try_from(granted).unwrap_or(0),
+        })
+    }
+
+    /// Sends an RTM_GETLINK dump request; returns its sequence number.
+    pub fn request_dump(&mut self) -> io::Result<u32> {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = seq;
+        send(&self.socket, header, RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
+        Ok(seq)
+    }
+
+    /// Blocks for the next datagram.
+    pub fn recv(&mut self) -> io::Result<RecvOutcome<'_>> {
+        loop {
+            match self.socket.recv(&mut &mut self.buffer[..], 0) {
+                Ok(n) => return Ok(RecvOutcome::Datagram(&self.buffer[..n])),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(RecvOutcome::Overrun),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Sets IFF_UP off on `ifindex` with RTM_SETLINK and waits for the kernel's
+/// answer: what upstream does by forking `ip link set <name> down`.
+pub fn bring_link_down(ifindex: u32) -> io::Result<()> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.sequence_number = 1;
+    let mut link = LinkMessage::default();
+    link.header.index = ifindex;
+    link.header.flags = LinkFlags::empty();
+    link.header.change_mask = LinkFlags::Up;
+    send(&socket, header, RouteNetlinkMessage::SetLink(link))?;
+    let mut buffer = vec![0; 8192];
+    loop {
+        let n = socket.recv(&mut &mut buffer[..], 0)?;
+        let mut answer = None;
+        parse_datagram(&buffer[..n], &mut ParseStats::default(), |item| {
+            if let NetlinkItem::Error { seq: 1, code } = item {
+                answer = Some(code);
+            }
+        });
+        match answer {
+            Some(0) => return Ok(()),
+            Some(code) => return Err(io::Error::from_raw_os_error(-code)),
+            None => continue,
+        }
+    }
+}
+
+fn send(socket: &Socket, header: NetlinkHeader, msg: RouteNetlinkMessage) -> io::Result<()> {
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+    packet.finalize();
+    let mut bytes = vec![0; packet.buffer_len()];
+    packet.serialize(&mut bytes);
+    socket.send(&bytes, 0)?;
+    Ok(())
+}
+
+fn set_int_option(socket: &Socket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: the fd is a live socket owned by `socket`; we pass a pointer
+    // to a c_int that outlives the call, with its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+fn get_int_option(socket: &Socket, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the fd is a live socket owned by `socket`; `value` and `len`
+    // are valid for writes and `len` holds the size of `value`.
+    let rc = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len)
+    };
+    if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
+}

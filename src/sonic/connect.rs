@@ -1,0 +1,62 @@
+//! Opening Redis connections the way SONiC daemons do: over the instance's
+//! unix socket unless TCP is asked for, with bounded waits everywhere so a
+//! frozen server cannot hang the daemon.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client};
+use tracing::warn;
+
+use super::db_config::Database;
+use crate::backoff::Backoff;
+
+/// How long one command or pipeline may wait for its answer.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A client for `db`: its unix socket, or its TCP address when `tcp` is set.
+pub fn client_for(db: &Database, tcp: bool) -> Result<Client> {
+    let url = if tcp {
+        let host = db.instance.hostname.as_deref().unwrap_or("127.0.0.1");
+        let port = db.instance.port.unwrap_or(6379);
+        let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+        format!("redis://{host}:{port}/{}", db.id)
+    } else {
+        let path = db.instance.unix_socket_path.as_ref().ok_or_else(|| {
+            anyhow!(
+                "{} instance {:?} has no unix_socket_path; add one to database_config.json or use --redis-tcp",
+                db.name,
+                db.instance_name
+            )
+        })?;
+        format!("unix://{}?db={}", path.display(), db.id)
+    };
+    Client::open(url.as_str()).map_err(|e| anyhow!("bad Redis address {url} for {}: {e}", db.name))
+}
+
+/// One connection attempt with the daemon's timeouts.
+pub async fn connect(client: &Client) -> redis::RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    client.get_multiplexed_async_connection_with_config(&config).await
+}
+
+/// Connects, waiting out a Redis that is not there yet: at start-up on a
+/// switch the database container may still be coming up, and exiting would
+/// only make supervisord restart the whole swss container.
+pub async fn connect_with_retry(client: &Client, what: &str) -> MultiplexedConnection {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    loop {
+        match connect(client).await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach Redis for {what}; waiting");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+-- STATE_DB PORT_TABLE|<port>, written only while the port is configured.
+-- KEYS[1]: APPL_DB "PORT_TABLE:<port>" (the consumed key orchagent owns)
+-- KEYS[2]: STATE_DB "PORT_TABLE|<port>"
+-- ARGV[1]: APPL_DB id, ARGV[2]: STATE_DB id, ARGV[3]: "1" to delete first
+-- ARGV[4..]: field, value pairs
+-- Returns the number of fields changed, -1 if the port is not configured
+-- (nothing set), or -2 for a pure delete.
+-- Only fields whose value differs are written, so a state that did not
+-- change costs no write and no keyspace event.
+redis.call('SELECT', ARGV[2])
+if ARGV[3] == '1' then
+    redis.call('DEL', KEYS[2])
+    if #ARGV < 4 then
+        return -2
+    end
+end
+redis.call('SELECT', ARGV[1])
+local configured = redis.call('EXISTS', KEYS[1]) == 1
+redis.call('SELECT', ARGV[2])
+if not configured then
+    return -1
+end
+local changed = {}
+for i = 4, #ARGV, 2 do
+    if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then
+        changed[#changed + 1] = ARGV[i]
+        changed[#changed + 1] = ARGV[i + 1]
+    end
+end
+if #changed > 0 then
+    redis.call('HSET', KEYS[2], unpack(changed))
+end
+return #changed / 2

@@ -1,0 +1,7 @@
+//! SONiC's side of the contract: where the databases are, how to reach
+//! them, how keys are written, and the warm-restart tables.
+
+pub mod connect;
+pub mod db_config;
+pub mod scripts;
+pub mod warm_table;

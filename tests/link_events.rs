@@ -1,0 +1,285 @@
+//! RTM_NEWLINK / RTM_DELLINK handling: STATE_DB PORT_TABLE follows the kernel
+//! for configured ports, and only for them.
+
+mod common;
+
+use common::*;
+
+/// Admin up/down, carrier up/down through the veth peer, and MTU changes all
+/// show up in STATE_DB `PORT_TABLE|Ethernet0`, with the kernel's
+/// `carrier_changes` counter.
+#[test]
+fn admin_carrier_and_mtu_are_reflected() {
+    let bed = Bed::new(&["Ethernet0"]);
+    let mut daemon = bed.daemon();
+    bed.redis.wait_configured(&["Ethernet0"]);
+    let ns = &bed.ns;
+    let redis = &bed.redis;
+
+    ns.add_port("Ethernet0");
+    let row = redis.wait_state(
+        "Ethernet0",
+        &[
+            ("state", "ok"),
+            ("admin_status", "down"),
+            ("netdev_oper_status", "down"),
+            ("mtu", "1500"),
+        ],
+    );
+    assert!(row.contains_key("carrier_changes"), "row: {row:?}");
+
+    let check_carrier_changes = || {
+        let key = "PORT_TABLE|Ethernet0";
+        wait_for(
+            DEADLINE,
+            "STATE_DB carrier_changes to equal the kernel counter",
+            || {
+                (
+                    ns.carrier_changes("Ethernet0"),
+                    redis.hget(STATE_DB, key, "carrier_changes"),
+                )
+            },
+            |(kernel, db)| db.as_deref() == Some(kernel.as_str()),
+        );
+    };
+    check_carrier_changes();
+
+    // Admin up; the peer is still down, so no carrier.
+    ns.set_up("Ethernet0");
+    redis.wait_state(
+        "Ethernet0",
+        &[("admin_status", "up"), ("netdev_oper_status", "down")],
+    );
+
+    // Carrier up through the peer.
+    ns.set_peer_up("Ethernet0");
+    redis.wait_state(
+        "Ethernet0",
+        &[("admin_status", "up"), ("netdev_oper_status", "up")],
+    );
+    check_carrier_changes();
+
+    // Carrier down through the peer.
+    ns.set_peer_down("Ethernet0");
+    redis.wait_state(
+        "Ethernet0",
+        &[("admin_status", "up"), ("netdev_oper_status", "down")],
+    );
+    check_carrier_changes();
+
+    // MTU.
+    ns.set_mtu("Ethernet0", 9100);
+    redis.wait_state("Ethernet0", &[("mtu", "9100")]);
+
+    // Carrier back, then admin down.
+    ns.set_peer_up("Ethernet0");
+    redis.wait_state("Ethernet0", &[("netdev_oper_status", "up")]);
+    ns.set_down("Ethernet0");
+    let row = redis.wait_state(
+        "Ethernet0",
+        &[
+            ("state", "ok"),
+            ("admin_status", "down"),
+            ("netdev_oper_status", "down"),
+            ("mtu", "9100"),
+        ],
+    );
+    check_carrier_changes();
+    let mut keys: Vec<&str> = row.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "admin_status",
+            "carrier_changes",
+            "mtu",
+            "netdev_oper_status",
+            "state"
+        ],
+        "unexpected fields in STATE_DB PORT_TABLE|Ethernet0: {row:?}"
+    );
+    daemon.assert_alive();
+}
+
+/// Fields owned by other daemons (e.g. `speed`, written by orchagent) are
+/// never deleted or overwritten by portsyncd's updates.
+#[test]
+fn other_daemons_fields_survive_updates() {
+    let bed = Bed::new(&["Ethernet0"]);
+    let mut daemon = bed.daemon();
+    bed.redis.wait_configured(&["Ethernet0"]);
+    let key = "PORT_TABLE|Ethernet0";
+    let ours = [("speed", "100000"), ("supported_speeds", "10000,100000")];
+
+    // Written before the netdev exists.
+    bed.redis.hset(STATE_DB, key, &ours[..1]);
+    bed.ns.add_port("Ethernet0");
+    bed.redis.wait_state("Ethernet0", &[("state", "ok")]);
+    // And after.
+    bed.redis.hset(STATE_DB, key, &ours[1..]);
+
+    bed.ns.set_up("Ethernet0");
+    bed.redis.wait_state("Ethernet0", &[("admin_status", "up")]);
+    bed.ns.set_peer_up("Ethernet0");
+    bed.redis
+        .wait_state("Ethernet0", &[("netdev_oper_status", "up")]);
+    bed.ns.set_mtu("Ethernet0", 4000);
+    bed.redis.wait_state("Ethernet0", &[("mtu", "4000")]);
+    bed.ns.set_down("Ethernet0");
+    let row = bed.redis.wait_state(
+        "Ethernet0",
+        &[("admin_status", "down"), ("netdev_oper_status", "down")],
+    );
+    for (f, v) in ours {
+        assert_eq!(
+            row.get(f).map(String::as_str),
+            Some(v),
+            "field {f} of {key} was changed: {row:?}"
+        );
+    }
+    daemon.assert_alive();
+}
+
+/// Links that are not configured ports leave STATE_DB alone: an Ethernet
+/// netdev missing from CONFIG_DB, a non-front-panel veth, a bridge, and the
+/// veth peers.
+#[test]
+fn unconfigured_and_foreign_links_are_ignored() {
+    let bed = Bed::new(&["Ethernet0"]);
+    let mut daemon = bed.daemon();
+    bed.redis.wait_configured(&["Ethernet0"]);
+    let ns = &bed.ns;
+
+    ns.add_port("Ethernet99");
+    ns.add_port("eth1");
+    ns.add_bridge("Bridge0");
+    for l in ["Ethernet99", "eth1"] {
+        ns.set_up(l);
+        ns.set_peer_up(l);
+        ns.set_mtu(l, 2000);
+    }
+    ns.set_up("Bridge0");
+    ns.set_down("Ethernet99");
+    // A configured port last: once its row is there, the daemon has read
+    // every earlier message of the same netlink stream.
+    ns.add_port("Ethernet0");
+    ns.set_up("Ethernet0");
+    bed.redis.wait_state("Ethernet0", &[("admin_status", "up")]);
+    ns.del_link("eth1");
+    ns.del_link("Ethernet99");
+    ns.set_down("Ethernet0");
+    bed.redis
+        .wait_state("Ethernet0", &[("admin_status", "down")]);
+
+    assert_eq!(
+        bed.redis.keys(STATE_DB, "PORT_TABLE|*"),
+        ["PORT_TABLE|Ethernet0"],
+        "STATE_DB rows for links that are not configured ports"
+    );
+    for name in ["Ethernet99", "eth1", "Bridge0", "p99", "p_eth1", "p0"] {
+        let found = bed.redis.keys(STATE_DB, &format!("*{name}*"));
+        assert!(found.is_empty(), "STATE_DB keys for {name}: {found:?}");
+    }
+    // The daemon never invents APPL_DB ports either.
+    assert!(!bed.redis.exists(APPL_DB, "PORT_TABLE:Ethernet99"));
+    assert!(!bed.redis.exists(APPL_DB, "_PORT_TABLE:Ethernet99"));
+    daemon.assert_alive();
+}
+
+/// RTM_DELLINK of a configured port removes its STATE_DB row; a new netdev
+/// of the same name brings it back.
+#[test]
+fn dellink_removes_the_row() {
+    let bed = Bed::new(&["Ethernet0", "Ethernet4"]);
+    let mut daemon = bed.daemon();
+    bed.redis.wait_configured(&["Ethernet0", "Ethernet4"]);
+    for p in ["Ethernet0", "Ethernet4"] {
+        bed.ns.add_port(p);
+        bed.ns.set_up(p);
+    }
+    bed.redis.wait_state("Ethernet0", &[("admin_status", "up")]);
+    bed.redis.wait_state("Ethernet4", &[("admin_status", "up")]);
+
+    bed.ns.del_link("Ethernet0");
+    wait_for(
+        DEADLINE,
+        "STATE_DB PORT_TABLE|Ethernet0 to be deleted",
+        || bed.redis.hgetall(STATE_DB, "PORT_TABLE|Ethernet0"),
+        |h| h.is_empty(),
+    );
+    // The other port is untouched.
+    bed.redis
+        .wait_state("Ethernet4", &[("state", "ok"), ("admin_status", "up")]);
+
+    bed.ns.add_port("Ethernet0");
+    bed.redis
+        .wait_state("Ethernet0", &[("state", "ok"), ("admin_status", "down")]);
+    daemon.assert_alive();
+}
+
+/// A front-panel netdev that exists before a cold start is "old": the daemon
+/// brings it down and ignores it until it is recreated.
+#[test]
+fn old_interface_is_brought_down_and_ignored_until_recreated() {
+    let bed = Bed::new(&["Ethernet0", "Ethernet4"]);
+    let ns = &bed.ns;
+    ns.add_port("Ethernet0");
+    ns.set_up("Ethernet0");
+    ns.set_peer_up("Ethernet0");
+    let old = ns.link("Ethernet0").unwrap();
+    assert!(old.admin_up);
+
+    let mut daemon = bed.daemon();
+    wait_for(
+        DEADLINE,
+        "the daemon to bring the old Ethernet0 down",
+        || ns.link("Ethernet0").unwrap(),
+        |l| !l.flags.iter().any(|f| f == "UP"),
+    );
+    bed.redis.wait_configured(&["Ethernet0", "Ethernet4"]);
+
+    // Its later changes are ignored.
+    ns.set_up("Ethernet0");
+    ns.set_mtu("Ethernet0", 9000);
+    // A new port as a marker: once its row is there, the daemon has read
+    // the old port's messages too.
+    ns.add_port("Ethernet4");
+    ns.set_up("Ethernet4");
+    bed.redis.wait_state("Ethernet4", &[("admin_status", "up")]);
+    assert!(
+        bed.redis
+            .hgetall(STATE_DB, "PORT_TABLE|Ethernet0")
+            .is_empty(),
+        "the daemon wrote the old Ethernet0: {:?}",
+        bed.redis.hgetall(STATE_DB, "PORT_TABLE|Ethernet0")
+    );
+    let now = ns.link("Ethernet0").unwrap();
+    assert!(now.admin_up, "the old port was brought down a second time");
+    assert_eq!(now.ifindex, old.ifindex);
+    assert!(
+        !bed.redis.exists(APPL_DB, "PORT_TABLE:PortInitDone"),
+        "PortInitDone while Ethernet0 is still the old netdev"
+    );
+
+    // Deleting it says nothing either (it was never written).
+    ns.del_link("Ethernet0");
+    // Recreated (new ifindex, as syncd does): handled normally.
+    ns.add_port("Ethernet0");
+    let new = ns.link("Ethernet0").unwrap();
+    assert_ne!(new.ifindex, old.ifindex);
+    ns.set_up("Ethernet0");
+    bed.redis.wait_state(
+        "Ethernet0",
+        &[("state", "ok"), ("admin_status", "up"), ("mtu", "1500")],
+    );
+    let init = wait_for(
+        DEADLINE,
+        "APPL_DB PORT_TABLE:PortInitDone",
+        || bed.redis.hgetall(APPL_DB, "PORT_TABLE:PortInitDone"),
+        |h| !h.is_empty(),
+    );
+    assert_eq!(init, fields(&[("lanes", "0")]));
+    // The recreated port is not brought down behind our back.
+    assert!(ns.link("Ethernet0").unwrap().admin_up);
+    daemon.assert_alive();
+}
