@@ -15,7 +15,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { initial, max, current: initial }
+        Backoff {
+            initial,
+            max,
+            current: initial,
+        }
     }
 
     /// The next wait: uniformly random in [cap/2, cap], then the cap doubles.
@@ -47,13 +51,19 @@ mod tests {
     fn grows_to_the_cap_with_jitter_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         let first = b.next_delay();
-        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
+        assert!(
+            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+            "{first:?}"
+        );
         for _ in 0..10 {
             let d = b.next_delay();
             assert!(d <= Duration::from_secs(1), "{d:?}");
         }
         let late = b.next_delay();
-        assert!(late >= Duration::from_millis(500), "capped delay stays near the cap: {late:?}");
+        assert!(
+            late >= Duration::from_millis(500),
+            "capped delay stays near the cap: {late:?}"
+        );
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
     }

@@ -53,8 +53,8 @@ pub struct Cli {
 
     /// Most distinct keys waiting for Redis before the netlink thread waits.
     #[arg(long, value_name = "KEYS", default_value_t = 65_536,
-          value_parser = clap::value_parser!(u32).range(16..=1_048_576).map(|v| v as usize))]
-    pub queue_capacity: usize,
+          value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub queue_capacity: u64,
 
     /// How long SIGTERM/SIGINT waits for pending writes to reach Redis.
     #[arg(long, value_name = "SECONDS", default_value_t = 3,
@@ -94,8 +94,16 @@ mod tests {
     #[test]
     fn the_documented_flags_parse() {
         let cli = Cli::try_parse_from([
-            "portsyncd", "--db-config", "/x.json", "--namespace", "asic1", "--no-metrics", "--log-format", "json",
-            "--log-level", "debug",
+            "portsyncd",
+            "--db-config",
+            "/x.json",
+            "--namespace",
+            "asic1",
+            "--no-metrics",
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
         ])
         .unwrap();
         assert_eq!(cli.db_config, PathBuf::from("/x.json"));

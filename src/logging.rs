@@ -6,9 +6,13 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 pub fn init(format: LogFormat, level: &str) -> Result<()> {
-    let filter = EnvFilter::try_new(level)
-        .with_context(|| format!("--log-level {level:?} is not a level (error, warn, info, debug, trace)"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let filter = EnvFilter::try_new(level).with_context(|| {
+        format!("--log-level {level:?} is not a level (error, warn, info, debug, trace)")
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -34,11 +34,17 @@ pub struct Write {
 
 impl Write {
     pub fn set(fields: Vec<(String, String)>) -> Self {
-        Write { delete_first: false, fields }
+        Write {
+            delete_first: false,
+            fields,
+        }
     }
 
     pub fn delete() -> Self {
-        Write { delete_first: true, fields: Vec::new() }
+        Write {
+            delete_first: true,
+            fields: Vec::new(),
+        }
     }
 
     /// Folds a newer write for the same key into this one.
@@ -110,7 +116,9 @@ impl CoalescingQueue {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the maps inconsistent
         // in a way that matters more than losing the daemon, so recover.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds a write, folding it into a pending one for the same key.
@@ -130,7 +138,15 @@ impl CoalescingQueue {
             inner = self.space.wait(inner).unwrap_or_else(|p| p.into_inner());
         }
         inner.order.push_back(target.clone());
-        inner.entries.insert(target.clone(), Pending { target, write, since, generation });
+        inner.entries.insert(
+            target.clone(),
+            Pending {
+                target,
+                write,
+                since,
+                generation,
+            },
+        );
         drop(inner);
         self.work.notify_one();
         false
@@ -140,7 +156,12 @@ impl CoalescingQueue {
     /// queued until [`commit`](Self::commit): a failed write loses nothing.
     pub fn peek_batch(&self, max: usize) -> Vec<Pending> {
         let inner = self.lock();
-        inner.order.iter().take(max).filter_map(|t| inner.entries.get(t).cloned()).collect()
+        inner
+            .order
+            .iter()
+            .take(max)
+            .filter_map(|t| inner.entries.get(t).cloned())
+            .collect()
     }
 
     /// Removes what Redis acknowledged. An entry that absorbed a newer write
@@ -197,7 +218,11 @@ impl CoalescingQueue {
     /// shows here (health, watchdog).
     pub fn oldest_age(&self) -> Option<Duration> {
         let inner = self.lock();
-        inner.order.front().and_then(|t| inner.entries.get(t)).map(|e| e.since.elapsed())
+        inner
+            .order
+            .front()
+            .and_then(|t| inner.entries.get(t))
+            .map(|e| e.since.elapsed())
     }
 
     /// Releases producers blocked on a full queue at shutdown.
@@ -216,7 +241,10 @@ mod tests {
     }
 
     fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(f, v)| (f.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(f, v)| (f.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -225,7 +253,11 @@ mod tests {
         let now = Instant::now();
         for i in 0..1000 {
             let state = if i % 2 == 0 { "up" } else { "down" };
-            q.push(port("Ethernet0"), Write::set(fields(&[("admin_status", state)])), now);
+            q.push(
+                port("Ethernet0"),
+                Write::set(fields(&[("admin_status", state)])),
+                now,
+            );
         }
         assert_eq!(q.len(), 1);
         assert_eq!(q.coalesced_total(), 999);
@@ -253,14 +285,26 @@ mod tests {
     fn entries_stay_until_committed_and_newer_writes_survive_a_commit() {
         let q = CoalescingQueue::new(8);
         let now = Instant::now();
-        q.push(port("Ethernet0"), Write::set(fields(&[("mtu", "1500")])), now);
-        q.push(port("Ethernet4"), Write::set(fields(&[("mtu", "1500")])), now);
+        q.push(
+            port("Ethernet0"),
+            Write::set(fields(&[("mtu", "1500")])),
+            now,
+        );
+        q.push(
+            port("Ethernet4"),
+            Write::set(fields(&[("mtu", "1500")])),
+            now,
+        );
         let batch = q.peek_batch(10);
         assert_eq!(batch.len(), 2);
         // A failed write: nothing committed, the same batch comes back.
         assert_eq!(q.peek_batch(10).len(), 2);
         // Ethernet0 changes while the batch is in flight.
-        q.push(port("Ethernet0"), Write::set(fields(&[("mtu", "9100")])), now);
+        q.push(
+            port("Ethernet0"),
+            Write::set(fields(&[("mtu", "9100")])),
+            now,
+        );
         q.commit(&batch);
         let rest = q.peek_batch(10);
         assert_eq!(rest.len(), 1);

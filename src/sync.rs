@@ -47,10 +47,16 @@ pub enum Decision {
     Ignore(Ignored),
     /// Write STATE_DB `PORT_TABLE|port` (sets are applied only if the port
     /// is configured; the writer checks that atomically in Redis).
-    Write { port: String, write: Write },
+    Write {
+        port: String,
+        write: Write,
+    },
     /// An old interface seen for the first time: bring it down (once) and
     /// ignore it from now on.
-    BringDownOld { ifindex: u32, name: String },
+    BringDownOld {
+        ifindex: u32,
+        name: String,
+    },
 }
 
 /// How the daemon started, which decides the old-interface rule.
@@ -110,9 +116,16 @@ impl SyncRules {
         if self.old.contains_key(&ev.ifindex) {
             return Decision::Ignore(Ignored::OldInterface);
         }
-        if self.initial_dump && !self.mode.warm && !self.mode.dpu && ev.name.starts_with(INTFS_PREFIX) {
+        if self.initial_dump
+            && !self.mode.warm
+            && !self.mode.dpu
+            && ev.name.starts_with(INTFS_PREFIX)
+        {
             self.old.insert(ev.ifindex, ev.name.clone());
-            return Decision::BringDownOld { ifindex: ev.ifindex, name: ev.name.clone() };
+            return Decision::BringDownOld {
+                ifindex: ev.ifindex,
+                name: ev.name.clone(),
+            };
         }
         if let Some(seen) = &mut self.seen_in_dump {
             seen.insert(ev.name.clone());
@@ -120,12 +133,18 @@ impl SyncRules {
         match ev.change {
             LinkChange::Del => {
                 self.live.remove(&ev.name);
-                Decision::Write { port: ev.name.clone(), write: Write::delete() }
+                Decision::Write {
+                    port: ev.name.clone(),
+                    write: Write::delete(),
+                }
             }
             LinkChange::New => {
                 self.live.insert(ev.name.clone(), ev.ifindex);
                 self.awaiting_netdev.remove(&ev.name);
-                Decision::Write { port: ev.name.clone(), write: Write::set(state_fields(ev)) }
+                Decision::Write {
+                    port: ev.name.clone(),
+                    write: Write::set(state_fields(ev)),
+                }
             }
         }
     }
@@ -142,7 +161,12 @@ impl SyncRules {
         let Some(seen) = self.seen_in_dump.take() else {
             return Vec::new();
         };
-        let gone: Vec<String> = self.live.keys().filter(|name| !seen.contains(*name)).cloned().collect();
+        let gone: Vec<String> = self
+            .live
+            .keys()
+            .filter(|name| !seen.contains(*name))
+            .cloned()
+            .collect();
         for name in &gone {
             self.live.remove(name);
         }
@@ -204,8 +228,14 @@ mod tests {
         link(LinkChange::New, ifindex, name)
     }
 
-    const COLD: StartMode = StartMode { warm: false, dpu: false };
-    const WARM: StartMode = StartMode { warm: true, dpu: false };
+    const COLD: StartMode = StartMode {
+        warm: false,
+        dpu: false,
+    };
+    const WARM: StartMode = StartMode {
+        warm: true,
+        dpu: false,
+    };
 
     /// Rules past the start-up dump, as in steady state.
     fn running(mode: StartMode, ports: &[&str]) -> SyncRules {
@@ -219,10 +249,20 @@ mod tests {
     fn only_ethernet_and_portchannel_names_count() {
         let mut rules = running(COLD, &[]);
         for name in ["eth0", "lo", "peer0", "Bridge", "Vlan1000", "docker0"] {
-            assert_eq!(rules.on_event(&new(5, name)), Decision::Ignore(Ignored::NotAPort), "{name}");
+            assert_eq!(
+                rules.on_event(&new(5, name)),
+                Decision::Ignore(Ignored::NotAPort),
+                "{name}"
+            );
         }
-        assert!(matches!(rules.on_event(&new(6, "PortChannel1")), Decision::Write { .. }));
-        assert!(matches!(rules.on_event(&new(7, "Ethernet8")), Decision::Write { .. }));
+        assert!(matches!(
+            rules.on_event(&new(6, "PortChannel1")),
+            Decision::Write { .. }
+        ));
+        assert!(matches!(
+            rules.on_event(&new(7, "Ethernet8")),
+            Decision::Write { .. }
+        ));
     }
 
     #[test]
@@ -238,7 +278,10 @@ mod tests {
         let mut rules = running(COLD, &[]);
         let mut del = link(LinkChange::Del, 9, "Ethernet0");
         del.master = Some(3);
-        assert_eq!(rules.on_event(&del), Decision::Ignore(Ignored::DelWithMaster));
+        assert_eq!(
+            rules.on_event(&del),
+            Decision::Ignore(Ignored::DelWithMaster)
+        );
         let mut add = new(9, "Ethernet0");
         add.master = Some(3);
         assert!(matches!(rules.on_event(&add), Decision::Write { .. }));
@@ -250,26 +293,53 @@ mod tests {
         rules.dump_started();
         assert_eq!(
             rules.on_event(&new(10, "Ethernet0")),
-            Decision::BringDownOld { ifindex: 10, name: "Ethernet0".into() }
+            Decision::BringDownOld {
+                ifindex: 10,
+                name: "Ethernet0".into()
+            }
         );
         // LAGs are never old.
-        assert!(matches!(rules.on_event(&new(11, "PortChannel1")), Decision::Write { .. }));
+        assert!(matches!(
+            rules.on_event(&new(11, "PortChannel1")),
+            Decision::Write { .. }
+        ));
         rules.dump_finished();
         // Later messages for the old ifindex, even a delete, are ignored.
-        assert_eq!(rules.on_event(&new(10, "Ethernet0")), Decision::Ignore(Ignored::OldInterface));
-        assert_eq!(rules.on_event(&link(LinkChange::Del, 10, "Ethernet0")), Decision::Ignore(Ignored::OldInterface));
+        assert_eq!(
+            rules.on_event(&new(10, "Ethernet0")),
+            Decision::Ignore(Ignored::OldInterface)
+        );
+        assert_eq!(
+            rules.on_event(&link(LinkChange::Del, 10, "Ethernet0")),
+            Decision::Ignore(Ignored::OldInterface)
+        );
         assert!(!rules.all_ports_seen());
         // Recreated by syncd: a new ifindex, handled normally.
-        assert!(matches!(rules.on_event(&new(12, "Ethernet0")), Decision::Write { .. }));
+        assert!(matches!(
+            rules.on_event(&new(12, "Ethernet0")),
+            Decision::Write { .. }
+        ));
         assert!(rules.all_ports_seen());
     }
 
     #[test]
     fn warm_and_dpu_starts_have_no_old_interfaces() {
-        for mode in [WARM, StartMode { warm: false, dpu: true }] {
+        for mode in [
+            WARM,
+            StartMode {
+                warm: false,
+                dpu: true,
+            },
+        ] {
             let mut rules = SyncRules::new(mode, ["Ethernet0".to_string()]);
             rules.dump_started();
-            assert!(matches!(rules.on_event(&new(10, "Ethernet0")), Decision::Write { .. }), "{mode:?}");
+            assert!(
+                matches!(
+                    rules.on_event(&new(10, "Ethernet0")),
+                    Decision::Write { .. }
+                ),
+                "{mode:?}"
+            );
             assert!(rules.all_ports_seen());
         }
     }
@@ -282,7 +352,13 @@ mod tests {
         };
         assert_eq!(port, "Ethernet4");
         assert!(!write.delete_first);
-        let get = |f: &str| write.fields.iter().find(|(k, _)| k == f).map(|(_, v)| v.as_str());
+        let get = |f: &str| {
+            write
+                .fields
+                .iter()
+                .find(|(k, _)| k == f)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("state"), Some("ok"));
         assert_eq!(get("admin_status"), Some("up"));
         assert_eq!(get("netdev_oper_status"), Some("down"));
@@ -296,7 +372,10 @@ mod tests {
         rules.on_event(&new(4, "Ethernet4"));
         assert_eq!(
             rules.on_event(&link(LinkChange::Del, 4, "Ethernet4")),
-            Decision::Write { port: "Ethernet4".into(), write: Write::delete() }
+            Decision::Write {
+                port: "Ethernet4".into(),
+                write: Write::delete()
+            }
         );
     }
 

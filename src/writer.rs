@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{Client, ErrorKind, RedisError, ServerErrorKind, Value};
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -42,7 +41,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(client: Client, scripts: Scripts, queue: Arc<CoalescingQueue>, metrics: Metrics) -> Self {
+    pub fn new(
+        client: Client,
+        scripts: Scripts,
+        queue: Arc<CoalescingQueue>,
+        metrics: Metrics,
+    ) -> Self {
         Writer {
             client,
             scripts,
@@ -54,19 +58,11 @@ impl Writer {
         }
     }
 
-    /// Writes until `stop` turns true and the queue is empty (or the caller
-    /// gives up waiting: the flush at shutdown is bounded by the caller).
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// Writes for as long as the process lives. The flush at shutdown is
+    /// the caller's: it waits, bounded, for the queue to empty.
+    pub async fn run(mut self) {
         loop {
-            if self.queue.is_empty() {
-                if *stop.borrow() {
-                    return;
-                }
-                tokio::select! {
-                    _ = self.queue.wait_for_work() => {}
-                    _ = stop.changed() => continue,
-                }
-            }
+            self.queue.wait_for_work().await;
             let batch = self.queue.peek_batch(self.batch_max);
             match self.write_batch(&batch).await {
                 Ok(()) => self.backoff.reset(),
@@ -81,9 +77,11 @@ impl Writer {
                 Err(BatchError::Server(e)) => {
                     self.metrics.redis_error(server_error_label(&e));
                     if is_noscript(&e) {
-                        info!("Redis lost its script cache (restart or SCRIPT FLUSH); reloading scripts");
-                        if let Err(e) = self.load_scripts().await {
-                            debug!(error = %e, "script reload failed");
+                        info!(
+                            "Redis lost its script cache (restart or SCRIPT FLUSH); reloading scripts"
+                        );
+                        if self.load_scripts().await.is_err() {
+                            debug!("script reload failed; reconnecting");
                             self.conn = None;
                         }
                         continue;
@@ -99,7 +97,9 @@ impl Writer {
 
     async fn connection(&mut self) -> Result<&mut MultiplexedConnection, BatchError> {
         if self.conn.is_none() {
-            let conn = connect(&self.client).await.map_err(BatchError::Connection)?;
+            let conn = connect(&self.client)
+                .await
+                .map_err(BatchError::Connection)?;
             self.conn = Some(conn);
             if let Err(e) = self.load_scripts().await {
                 self.conn = None;
@@ -129,9 +129,12 @@ impl Writer {
         }
         let started = Instant::now();
         let conn = self.connection().await?;
-        let replies: Vec<redis::RedisResult<Value>> = pipe.query_async(conn).await.map_err(classify)?;
+        let replies: Vec<redis::RedisResult<Value>> =
+            pipe.query_async(conn).await.map_err(classify)?;
         let acked = Instant::now();
-        self.metrics.redis_latency.observe((acked - started).as_secs_f64());
+        self.metrics
+            .redis_latency
+            .observe((acked - started).as_secs_f64());
         self.metrics.redis_batches.inc();
 
         let mut written = Vec::with_capacity(batch.len());
@@ -157,7 +160,9 @@ impl Writer {
     /// Metrics and the log line an operator greps for, per acknowledged key.
     fn record(&self, pending: &Pending, reply: &Value, acked: Instant) {
         self.metrics.redis_keys_written.inc();
-        self.metrics.event_latency.observe(acked.duration_since(pending.since).as_secs_f64());
+        self.metrics
+            .event_latency
+            .observe(acked.duration_since(pending.since).as_secs_f64());
         let result = match reply {
             Value::Int(n) => *n,
             _ => 0,
@@ -176,10 +181,23 @@ impl Writer {
                         info!(port = %port, "deleted STATE_DB PORT_TABLE row");
                     }
                     changed => {
-                        let field = |name: &str| pending.write.fields.iter().find(|(f, _)| f == name).map(|(_, v)| v.as_str());
+                        let field = |name: &str| {
+                            pending
+                                .write
+                                .fields
+                                .iter()
+                                .find(|(f, _)| f == name)
+                                .map(|(_, v)| v.as_str())
+                        };
                         let up = |v: Option<&str>| i64::from(v == Some("up"));
-                        self.metrics.port_oper_status.get_or_create(&labels).set(up(field("netdev_oper_status")));
-                        self.metrics.port_admin_status.get_or_create(&labels).set(up(field("admin_status")));
+                        self.metrics
+                            .port_oper_status
+                            .get_or_create(&labels)
+                            .set(up(field("netdev_oper_status")));
+                        self.metrics
+                            .port_admin_status
+                            .get_or_create(&labels)
+                            .set(up(field("admin_status")));
                         if changed > 0 {
                             info!(
                                 port = %port,
@@ -212,7 +230,11 @@ impl Writer {
 fn classify(e: RedisError) -> BatchError {
     match e.kind() {
         ErrorKind::Server(_) | ErrorKind::Extension => BatchError::Server(e),
-        _ if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() => {
+        _ if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal() =>
+        {
             BatchError::Connection(e)
         }
         _ => BatchError::Connection(e),

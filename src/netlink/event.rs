@@ -39,7 +39,12 @@ impl LinkEvent {
     /// The MAC in the usual colon form, or an empty string.
     pub fn mac_string(&self) -> String {
         self.mac
-            .map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+            .map(|m| {
+                m.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            })
             .unwrap_or_default()
     }
 }

@@ -16,9 +16,15 @@ pub enum NetlinkItem {
     Link(LinkEvent),
     /// NLMSG_DONE: the end of a dump. `interrupted` is NLM_F_DUMP_INTR:
     /// the link list changed while the kernel walked it, so dump again.
-    Done { seq: u32, interrupted: bool },
+    Done {
+        seq: u32,
+        interrupted: bool,
+    },
     /// NLMSG_ERROR; `code` 0 is an acknowledgement.
-    Error { seq: u32, code: i32 },
+    Error {
+        seq: u32,
+        code: i32,
+    },
 }
 
 /// Counts of what could not be understood, for metrics and logs.
@@ -44,7 +50,11 @@ pub fn parse_datagram(datagram: &[u8], stats: &mut ParseStats, mut sink: impl Fn
         let payload = msg.payload();
         match msg.message_type() {
             t if t == libc::RTM_NEWLINK || t == libc::RTM_DELLINK => {
-                let change = if t == libc::RTM_NEWLINK { LinkChange::New } else { LinkChange::Del };
+                let change = if t == libc::RTM_NEWLINK {
+                    LinkChange::New
+                } else {
+                    LinkChange::Del
+                };
                 match parse_link(payload, change, stats) {
                     Some(event) => sink(NetlinkItem::Link(event)),
                     None => stats.malformed_messages += 1,
@@ -98,7 +108,11 @@ pub fn parse_link(payload: &[u8], change: LinkChange, stats: &mut ParseStats) ->
         }
         if !matches!(
             kind,
-            libc::IFLA_IFNAME | libc::IFLA_MTU | libc::IFLA_MASTER | libc::IFLA_ADDRESS | libc::IFLA_CARRIER_CHANGES
+            libc::IFLA_IFNAME
+                | libc::IFLA_MTU
+                | libc::IFLA_MASTER
+                | libc::IFLA_ADDRESS
+                | libc::IFLA_CARRIER_CHANGES
         ) {
             continue;
         }
@@ -118,11 +132,13 @@ pub fn parse_link(payload: &[u8], change: LinkChange, stats: &mut ParseStats) ->
 /// IFLA_INFO_KIND inside IFLA_LINKINFO, read directly: the rest of the nest
 /// (per-kind data) is of no interest and need not parse.
 fn info_kind(linkinfo: &[u8]) -> Option<String> {
-    NlasIterator::new(linkinfo).filter_map(Result::ok).find_map(|nla: NlaBuffer<&[u8]>| {
-        (nla.kind() == libc::IFLA_INFO_KIND).then(|| {
-            let raw = nla.value();
-            let raw = raw.split(|b| *b == 0).next().unwrap_or_default();
-            String::from_utf8_lossy(raw).into_owned()
+    NlasIterator::new(linkinfo)
+        .filter_map(Result::ok)
+        .find_map(|nla: NlaBuffer<&[u8]>| {
+            (nla.kind() == libc::IFLA_INFO_KIND).then(|| {
+                let raw = nla.value();
+                let raw = raw.split(|b| *b == 0).next().unwrap_or_default();
+                String::from_utf8_lossy(raw).into_owned()
+            })
         })
-    })
 }

@@ -35,7 +35,10 @@ enum Dump {
     Idle,
     /// A dump with this sequence number is running; `again` asks for another
     /// one when it ends, because an overrun happened during it.
-    Running { seq: u32, again: bool },
+    Running {
+        seq: u32,
+        again: bool,
+    },
 }
 
 pub struct LinkReader {
@@ -60,7 +63,9 @@ impl LinkReader {
     ) -> (Self, ReaderSignals) {
         let (eoiu_tx, eoiu_rx) = oneshot::channel();
         let (seen_tx, seen_rx) = watch::channel(rules.all_ports_seen());
-        metrics.netlink_receive_buffer_bytes.set(i64::try_from(socket.granted_rcvbuf).unwrap_or(i64::MAX));
+        metrics
+            .netlink_receive_buffer_bytes
+            .set(i64::try_from(socket.granted_rcvbuf).unwrap_or(i64::MAX));
         let reader = LinkReader {
             socket,
             rules,
@@ -72,12 +77,20 @@ impl LinkReader {
             last_oper: HashMap::new(),
             stats: ParseStats::default(),
         };
-        (reader, ReaderSignals { eoiu: eoiu_rx, all_ports_seen: seen_rx })
+        (
+            reader,
+            ReaderSignals {
+                eoiu: eoiu_rx,
+                all_ports_seen: seen_rx,
+            },
+        )
     }
 
     /// Starts the thread. It lives as long as the process.
     pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new().name("netlink".into()).spawn(move || self.run())
+        std::thread::Builder::new()
+            .name("netlink".into())
+            .spawn(move || self.run())
     }
 
     fn run(mut self) {
@@ -111,10 +124,19 @@ impl LinkReader {
     }
 
     fn count_parse_failures(&self, before: ParseStats) {
-        self.metrics.failed("malformed_message", self.stats.malformed_messages - before.malformed_messages);
-        self.metrics.failed("malformed_attribute", self.stats.malformed_attributes - before.malformed_attributes);
+        self.metrics.failed(
+            "malformed_message",
+            self.stats.malformed_messages - before.malformed_messages,
+        );
+        self.metrics.failed(
+            "malformed_attribute",
+            self.stats.malformed_attributes - before.malformed_attributes,
+        );
         if self.stats.malformed_messages > before.malformed_messages {
-            warn!(total = self.stats.malformed_messages, "skipped a malformed netlink message");
+            warn!(
+                total = self.stats.malformed_messages,
+                "skipped a malformed netlink message"
+            );
         }
     }
 
@@ -136,7 +158,9 @@ impl LinkReader {
 
     fn on_overrun(&mut self) {
         self.metrics.netlink_overruns.inc();
-        warn!("netlink receive buffer overran: link messages were lost; re-dumping every link to repair STATE_DB");
+        warn!(
+            "netlink receive buffer overran: link messages were lost; re-dumping every link to repair STATE_DB"
+        );
         match self.dump {
             Dump::Running { seq, .. } => self.dump = Dump::Running { seq, again: true },
             Dump::Idle => {
@@ -175,8 +199,12 @@ impl LinkReader {
             Decision::BringDownOld { ifindex, name } => {
                 self.metrics.ignored("old_interface");
                 match bring_link_down(ifindex) {
-                    Ok(()) => info!(link = %name, ifindex, "old interface brought down; ignored until recreated"),
-                    Err(e) => warn!(link = %name, ifindex, error = %e, "cannot bring old interface down"),
+                    Ok(()) => {
+                        info!(link = %name, ifindex, "old interface brought down; ignored until recreated")
+                    }
+                    Err(e) => {
+                        warn!(link = %name, ifindex, error = %e, "cannot bring old interface down")
+                    }
                 }
             }
             Decision::Write { port, write } => {
@@ -207,12 +235,23 @@ impl LinkReader {
         }
         let before = self.last_oper.insert(event.name.clone(), event.oper_up);
         if before.is_some_and(|was| was != event.oper_up) {
-            self.metrics.port_flaps.get_or_create(&PortLabels { port: event.name.clone() }).inc();
+            self.metrics
+                .port_flaps
+                .get_or_create(&PortLabels {
+                    port: event.name.clone(),
+                })
+                .inc();
         }
     }
 
     fn on_dump_done(&mut self, seq: u32, interrupted: bool, received: Instant) {
-        let Dump::Running { seq: running, again } = self.dump else { return };
+        let Dump::Running {
+            seq: running,
+            again,
+        } = self.dump
+        else {
+            return;
+        };
         if running != seq {
             return;
         }
@@ -226,7 +265,10 @@ impl LinkReader {
         }
         for port in self.rules.dump_finished() {
             info!(link = %port, "port vanished while netlink messages were lost; deleting its STATE_DB row");
-            if self.queue.push(Target::StatePort(port), Write::delete(), received) {
+            if self
+                .queue
+                .push(Target::StatePort(port), Write::delete(), received)
+            {
                 self.metrics.queue_coalesced.inc();
             }
         }

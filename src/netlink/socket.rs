@@ -7,7 +7,9 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
-use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkFlags, LinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -63,7 +65,11 @@ impl LinkSocket {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         header.sequence_number = seq;
-        send(&self.socket, header, RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
+        send(
+            &self.socket,
+            header,
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        )?;
         Ok(seq)
     }
 
@@ -72,7 +78,9 @@ impl LinkSocket {
         loop {
             match self.socket.recv(&mut &mut self.buffer[..], 0) {
                 Ok(n) => return Ok(RecvOutcome::Datagram(&self.buffer[..n])),
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(RecvOutcome::Overrun),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    return Ok(RecvOutcome::Overrun);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
@@ -132,7 +140,11 @@ fn set_int_option(socket: &Socket, option: libc::c_int, value: libc::c_int) -> i
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn get_int_option(socket: &Socket, option: libc::c_int) -> io::Result<libc::c_int> {
@@ -141,7 +153,17 @@ fn get_int_option(socket: &Socket, option: libc::c_int) -> io::Result<libc::c_in
     // SAFETY: the fd is a live socket owned by `socket`; `value` and `len`
     // are valid for writes and `len` holds the size of `value`.
     let rc = unsafe {
-        libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len)
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
     };
-    if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

@@ -21,7 +21,11 @@ pub fn client_for(db: &Database, tcp: bool) -> Result<Client> {
     let url = if tcp {
         let host = db.instance.hostname.as_deref().unwrap_or("127.0.0.1");
         let port = db.instance.port.unwrap_or(6379);
-        let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
         format!("redis://{host}:{port}/{}", db.id)
     } else {
         let path = db.instance.unix_socket_path.as_ref().ok_or_else(|| {
@@ -41,7 +45,9 @@ pub async fn connect(client: &Client) -> redis::RedisResult<MultiplexedConnectio
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    client.get_multiplexed_async_connection_with_config(&config).await
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }
 
 /// Connects, waiting out a Redis that is not there yet: at start-up on a

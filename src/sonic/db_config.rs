@@ -97,7 +97,10 @@ pub fn parse_layout(text: &str, origin: &Path) -> Result<DbLayout> {
     })?;
     let resolve = |name: &str| -> Result<Database> {
         let db = raw.databases.get(name).ok_or_else(|| {
-            anyhow!("{}: DATABASES has no {name}; portsyncd needs APPL_DB, CONFIG_DB and STATE_DB", origin.display())
+            anyhow!(
+                "{}: DATABASES has no {name}; portsyncd needs APPL_DB, CONFIG_DB and STATE_DB",
+                origin.display()
+            )
         })?;
         let instance = raw.instances.get(&db.instance).ok_or_else(|| {
             anyhow!(
@@ -107,7 +110,11 @@ pub fn parse_layout(text: &str, origin: &Path) -> Result<DbLayout> {
             )
         })?;
         if !(0..=1_000_000).contains(&db.id) {
-            bail!("{}: {name} has id {}, which is not a Redis database number", origin.display(), db.id);
+            bail!(
+                "{}: {name} has id {}, which is not a Redis database number",
+                origin.display(),
+                db.id
+            );
         }
         if db.separator.is_empty() {
             bail!("{}: {name} has an empty separator", origin.display());
@@ -120,7 +127,11 @@ pub fn parse_layout(text: &str, origin: &Path) -> Result<DbLayout> {
             instance: instance.clone(),
         })
     };
-    Ok(DbLayout { appl: resolve("APPL_DB")?, config: resolve("CONFIG_DB")?, state: resolve("STATE_DB")? })
+    Ok(DbLayout {
+        appl: resolve("APPL_DB")?,
+        config: resolve("CONFIG_DB")?,
+        state: resolve("STATE_DB")?,
+    })
 }
 
 /// Reads the layout from `path`, or for a multi-ASIC `namespace` from the
@@ -143,10 +154,17 @@ fn namespace_config_path(path: &Path, namespace: &str) -> Result<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let global = dir.join(GLOBAL_CONFIG_NAME);
     let text = std::fs::read_to_string(&global).with_context(|| {
-        format!("namespace {namespace} asked for, but {} cannot be read", global.display())
+        format!(
+            "namespace {namespace} asked for, but {} cannot be read",
+            global.display()
+        )
     })?;
-    let raw: RawGlobal = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid database_global.json (expected INCLUDES)", global.display()))?;
+    let raw: RawGlobal = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a valid database_global.json (expected INCLUDES)",
+            global.display()
+        )
+    })?;
     let include = raw
         .includes
         .iter()
@@ -176,8 +194,14 @@ mod tests {
         assert_eq!(layout.appl.id, 0);
         assert_eq!(layout.config.id, 4);
         assert_eq!(layout.state.id, 6);
-        assert_eq!(layout.state.key("PORT_TABLE", "Ethernet0"), "PORT_TABLE|Ethernet0");
-        assert_eq!(layout.appl.key("PORT_TABLE", "Ethernet0"), "PORT_TABLE:Ethernet0");
+        assert_eq!(
+            layout.state.key("PORT_TABLE", "Ethernet0"),
+            "PORT_TABLE|Ethernet0"
+        );
+        assert_eq!(
+            layout.appl.key("PORT_TABLE", "Ethernet0"),
+            "PORT_TABLE:Ethernet0"
+        );
         assert_eq!(
             layout.appl.instance.unix_socket_path.as_deref(),
             Some(Path::new("/var/run/redis/redis.sock"))

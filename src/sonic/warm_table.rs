@@ -44,28 +44,52 @@ pub struct WarmStart {
 /// Decides warm or cold exactly as swss-common: warm only if warm restart is
 /// enabled for the system or for `swss` **and** a `restore_count` already
 /// exists; a warm start increments it, a cold one sets it to 0.
-pub async fn check_warm_start(conn: &mut MultiplexedConnection, state: &Database) -> redis::RedisResult<WarmStart> {
+pub async fn check_warm_start(
+    conn: &mut MultiplexedConnection,
+    state: &Database,
+) -> redis::RedisResult<WarmStart> {
     let enabled = |v: Option<String>| v.as_deref() == Some("true");
-    let system: Option<String> = conn.hget(state.key(ENABLE_TABLE, "system"), "enable").await?;
-    let swss: Option<String> = conn.hget(state.key(ENABLE_TABLE, CONTAINER_NAME), "enable").await?;
+    let system: Option<String> = conn
+        .hget(state.key(ENABLE_TABLE, "system"), "enable")
+        .await?;
+    let swss: Option<String> = conn
+        .hget(state.key(ENABLE_TABLE, CONTAINER_NAME), "enable")
+        .await?;
     let app_key = state.key(RESTART_TABLE, APP_NAME);
     let count: Option<String> = conn.hget(&app_key, "restore_count").await?;
     let outcome = match (enabled(system) || enabled(swss), count) {
-        (false, _) => WarmStart { warm: false, restore_count: 0 },
+        (false, _) => WarmStart {
+            warm: false,
+            restore_count: 0,
+        },
         (true, None) => {
-            warn!("warm restart is enabled but {app_key} has no restore_count: falling back to a cold start");
-            WarmStart { warm: false, restore_count: 0 }
+            warn!(
+                "warm restart is enabled but {app_key} has no restore_count: falling back to a cold start"
+            );
+            WarmStart {
+                warm: false,
+                restore_count: 0,
+            }
         }
         (true, Some(count)) => {
             let previous = count.trim().parse::<u64>().unwrap_or_else(|_| {
                 warn!(value = %count, "restore_count is not a number; counting from 0");
                 0
             });
-            WarmStart { warm: true, restore_count: previous + 1 }
+            WarmStart {
+                warm: true,
+                restore_count: previous + 1,
+            }
         }
     };
-    let _: () = conn.hset(&app_key, "restore_count", outcome.restore_count.to_string()).await?;
-    info!(warm = outcome.warm, restore_count = outcome.restore_count, "warm start check done");
+    let _: () = conn
+        .hset(&app_key, "restore_count", outcome.restore_count.to_string())
+        .await?;
+    info!(
+        warm = outcome.warm,
+        restore_count = outcome.restore_count,
+        "warm start check done"
+    );
     Ok(outcome)
 }
 
@@ -75,13 +99,23 @@ pub async fn set_warm_state(
     state: &Database,
     value: WarmState,
 ) -> redis::RedisResult<()> {
-    let _: () = conn.hset(state.key(RESTART_TABLE, APP_NAME), "state", value.as_str()).await?;
+    let _: () = conn
+        .hset(state.key(RESTART_TABLE, APP_NAME), "state", value.as_str())
+        .await?;
     info!(state = value.as_str(), "warm restart state recorded");
     Ok(())
 }
 
 /// `WARM_RESTART|swss` `portsyncd_timer` from CONFIG_DB, in seconds.
-pub async fn warm_restart_timer(conn: &mut MultiplexedConnection, config: &Database) -> redis::RedisResult<Option<u64>> {
-    let value: Option<String> = conn.hget(config.key("WARM_RESTART", CONTAINER_NAME), "portsyncd_timer").await?;
+pub async fn warm_restart_timer(
+    conn: &mut MultiplexedConnection,
+    config: &Database,
+) -> redis::RedisResult<Option<u64>> {
+    let value: Option<String> = conn
+        .hget(
+            config.key("WARM_RESTART", CONTAINER_NAME),
+            "portsyncd_timer",
+        )
+        .await?;
     Ok(value.and_then(|v| v.trim().parse().ok()))
 }

@@ -1,0 +1,184 @@
+//! portsyncd: a drop-in replacement for SONiC's port-sync daemon.
+//!
+//! Data flow: netlink thread (parse, rules) -> coalescing queue -> Redis
+//! writer. See docs/architecture in the repository for the picture.
+
+pub mod backoff;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod netlink;
+pub mod queue;
+pub mod sonic;
+pub mod startup;
+pub mod sync;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::config::Cli;
+use crate::metrics::Metrics;
+use crate::netlink::{LinkReader, LinkSocket};
+use crate::queue::CoalescingQueue;
+use crate::sonic::connect::{client_for, connect_with_retry};
+use crate::sonic::db_config::{DbLayout, load_layout};
+use crate::sonic::scripts::Scripts;
+use crate::sync::{StartMode, SyncRules};
+use crate::writer::Writer;
+
+/// Runs the daemon until SIGTERM or SIGINT, then flushes what is pending
+/// (bounded by `--shutdown-timeout`) and returns.
+pub async fn run(cli: Cli) -> Result<()> {
+    let namespace = cli.effective_namespace();
+    let layout = load_layout(&cli.db_config, namespace.as_deref())?;
+    if layout.appl.instance_name != layout.state.instance_name {
+        bail!(
+            "APPL_DB (instance {}) and STATE_DB (instance {}) are on different Redis instances; \
+             portsyncd writes both atomically and needs them on one",
+            layout.appl.instance_name,
+            layout.state.instance_name
+        );
+    }
+    if !cli.no_metrics {
+        warn!("the metrics endpoint is not part of this build yet; running as with --no-metrics");
+    }
+    info!(version = env!("CARGO_PKG_VERSION"), db_config = %cli.db_config.display(), namespace = namespace.as_deref().unwrap_or(""), "portsyncd starting");
+
+    let mut sigterm =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let metrics = Metrics::new();
+    let queue = Arc::new(CoalescingQueue::new(cli.queue_capacity as usize));
+    let pipeline = tokio::spawn(pipeline(
+        cli.clone(),
+        layout,
+        queue.clone(),
+        metrics.clone(),
+    ));
+
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        result = pipeline => {
+            return match result {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("the pipeline task failed: {e}")),
+            };
+        }
+    };
+    info!(
+        signal = signal_name,
+        pending = queue.len(),
+        "shutting down; flushing pending writes"
+    );
+    let deadline = Instant::now() + cli.shutdown_timeout();
+    while !queue.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if queue.is_empty() {
+        info!("all pending writes reached Redis; bye");
+    } else {
+        warn!(
+            pending = queue.len(),
+            "Redis did not take every pending write in time; the next start re-syncs them"
+        );
+    }
+    queue.close();
+    Ok(())
+}
+
+/// Start-up, then the steady state: the netlink thread and the writer run
+/// until the process ends.
+async fn pipeline(
+    cli: Cli,
+    layout: DbLayout,
+    queue: Arc<CoalescingQueue>,
+    metrics: Metrics,
+) -> Result<()> {
+    let started = Instant::now();
+    let config_client = client_for(&layout.config, cli.redis_tcp)?;
+    let state_client = client_for(&layout.state, cli.redis_tcp)?;
+    let appl_client = client_for(&layout.appl, cli.redis_tcp)?;
+
+    let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    let (inputs, mut state_conn) = loop {
+        let mut config_conn = connect_with_retry(&config_client, "CONFIG_DB").await;
+        let mut state_conn = connect_with_retry(&state_client, "STATE_DB").await;
+        match startup::read_inputs(&mut config_conn, &mut state_conn, &layout).await {
+            Ok(inputs) => break (inputs, state_conn),
+            Err(e) => {
+                warn!(error = %e, "cannot read the start-up configuration from Redis; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    };
+    let warm = inputs.warm.warm;
+    metrics.warm_restart.set(i64::from(warm));
+    metrics
+        .warm_restart_count
+        .set(inputs.warm.restore_count as i64);
+    let mode = StartMode {
+        warm,
+        dpu: inputs.switch_type == "dpu",
+    };
+    info!(warm, switch_type = %inputs.switch_type, ports = inputs.ports.len(), "start-up configuration read");
+    if warm {
+        sonic::warm_table::set_warm_state(
+            &mut state_conn,
+            &layout.state,
+            sonic::warm_table::WarmState::Initialized,
+        )
+        .await
+        .ok();
+    }
+
+    let rules = SyncRules::new(mode, inputs.ports.iter().map(|(name, _)| name.clone()));
+    let socket = LinkSocket::open(cli.netlink_rcvbuf).context(
+        "cannot open the rtnetlink socket (is this Linux, and may this process use netlink?)",
+    )?;
+    info!(
+        granted_bytes = socket.granted_rcvbuf,
+        "netlink socket open, subscribed to link events"
+    );
+    let (reader, mut signals) = LinkReader::new(socket, rules, queue.clone(), metrics.clone());
+    reader.spawn().context("cannot start the netlink thread")?;
+
+    let writer = Writer::new(
+        appl_client,
+        Scripts::new(&layout),
+        queue.clone(),
+        metrics.clone(),
+    );
+    let writer = tokio::spawn(writer.run());
+
+    let live = loop {
+        match tokio::time::timeout(startup::EOIU_PATIENCE, &mut signals.eoiu).await {
+            Ok(Ok(live)) => break live,
+            Ok(Err(_)) => bail!("the netlink thread ended before the initial link dump finished"),
+            Err(_) => warn!("still waiting for the initial link dump to finish"),
+        }
+    };
+    startup::publish(
+        &inputs,
+        queue.clone(),
+        &metrics,
+        signals.all_ports_seen.clone(),
+        started,
+    )
+    .await?;
+    let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    while let Err(e) = startup::finish_warm_state(&mut state_conn, &layout, warm, &live).await {
+        warn!(error = %e, "cannot record the warm-restart state; retrying");
+        tokio::time::sleep(backoff.next_delay()).await;
+        state_conn = connect_with_retry(&state_client, "STATE_DB").await;
+    }
+    metrics.warm_restart_reconciled.set(1);
+    writer.await.context("the Redis writer stopped")?;
+    Ok(())
+}

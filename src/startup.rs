@@ -1,0 +1,133 @@
+//! The start-up sequence: read CONFIG_DB, decide warm or cold, and publish
+//! the port configuration and the two notices orchagent waits for.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use crate::queue::{CoalescingQueue, Target, Write};
+use crate::sonic::db_config::DbLayout;
+use crate::sonic::warm_table::{self, WarmStart, WarmState};
+
+/// What CONFIG_DB and STATE_DB say before any netlink message is read.
+pub struct StartupInputs {
+    pub switch_type: String,
+    pub warm: WarmStart,
+    /// CONFIG_DB `PORT|<name>` hashes, sorted by name.
+    pub ports: Vec<(String, Vec<(String, String)>)>,
+}
+
+/// Reads everything the rules need to start.
+pub async fn read_inputs(
+    config: &mut MultiplexedConnection,
+    state: &mut MultiplexedConnection,
+    layout: &DbLayout,
+) -> redis::RedisResult<StartupInputs> {
+    let switch_type: Option<String> = config
+        .hget(
+            layout.config.key("DEVICE_METADATA", "localhost"),
+            "switch_type",
+        )
+        .await?;
+    let switch_type = switch_type.unwrap_or_else(|| "switch".to_string());
+    let warm = warm_table::check_warm_start(state, &layout.state).await?;
+    let prefix = layout.config.key("PORT", "");
+    let mut keys: Vec<String> = config.keys(format!("{prefix}*")).await?;
+    keys.sort();
+    let mut ports = Vec::with_capacity(keys.len());
+    for key in keys {
+        let fields: Vec<(String, String)> = config.hgetall(&key).await?;
+        ports.push((key[prefix.len()..].to_string(), fields));
+    }
+    if ports.is_empty() {
+        info!("CONFIG_DB has no PORT entries; ports can be added later, continuing");
+    }
+    Ok(StartupInputs {
+        switch_type,
+        warm,
+        ports,
+    })
+}
+
+/// After the end of the initial update: publish the configuration (cold)
+/// then `PortInitDone` once every port has a netdev.
+pub async fn publish(
+    inputs: &StartupInputs,
+    queue: Arc<CoalescingQueue>,
+    metrics: &Metrics,
+    mut all_ports_seen: watch::Receiver<bool>,
+    started: Instant,
+) -> Result<()> {
+    if !inputs.warm.warm {
+        let ports = inputs.ports.clone();
+        let count = ports.len();
+        let q = queue.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = Instant::now();
+            for (name, fields) in ports {
+                q.push(Target::ApplPort(name), Write::set(fields), now);
+            }
+            q.push(
+                Target::ApplPort("PortConfigDone".into()),
+                Write::set(vec![("count".into(), count.to_string())]),
+                now,
+            );
+        })
+        .await?;
+        info!(
+            count,
+            "port configuration queued for APPL_DB PORT_TABLE, then PortConfigDone"
+        );
+    } else {
+        info!("warm start: APPL_DB PORT_TABLE and PortConfigDone left as they are");
+    }
+    if !*all_ports_seen.borrow() {
+        info!("waiting for every configured port to appear as a kernel netdev");
+    }
+    while !*all_ports_seen.borrow_and_update() {
+        if all_ports_seen.changed().await.is_err() {
+            warn!("the netlink thread stopped; PortInitDone will not be sent");
+            return Ok(());
+        }
+    }
+    let q = queue.clone();
+    tokio::task::spawn_blocking(move || {
+        q.push(
+            Target::ApplPort("PortInitDone".into()),
+            Write::set(vec![("lanes".into(), "0".into())]),
+            Instant::now(),
+        );
+    })
+    .await?;
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "every configured port has a netdev; PortInitDone queued"
+    );
+    let _ = metrics;
+    Ok(())
+}
+
+/// Marks the warm-restart progress once the initial update is handled.
+pub async fn finish_warm_state(
+    state: &mut MultiplexedConnection,
+    layout: &DbLayout,
+    warm: bool,
+    _live: &HashSet<String>,
+) -> redis::RedisResult<()> {
+    let value = if warm {
+        WarmState::Reconciled
+    } else {
+        WarmState::Disabled
+    };
+    warm_table::set_warm_state(state, &layout.state, value).await
+}
+
+/// How long to wait for the initial dump before saying so in the log.
+pub const EOIU_PATIENCE: Duration = Duration::from_secs(10);
