@@ -28,6 +28,7 @@ use crate::queue::CoalescingQueue;
 use crate::sonic::connect::{client_for, connect_with_retry};
 use crate::sonic::db_config::{DbLayout, load_layout};
 use crate::sonic::scripts::Scripts;
+use crate::sonic::warm_table::{WarmState, set_warm_state};
 use crate::sync::{StartMode, SyncRules};
 use crate::writer::Writer;
 
@@ -93,6 +94,21 @@ pub async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// Writes the warm-restart state, waiting out a Redis outage.
+async fn record_warm_state(
+    conn: &mut redis::aio::MultiplexedConnection,
+    client: &redis::Client,
+    layout: &DbLayout,
+    value: WarmState,
+) {
+    let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    while let Err(e) = set_warm_state(conn, &layout.state, value).await {
+        warn!(error = %e, "cannot record the warm-restart state; retrying");
+        tokio::time::sleep(backoff.next_delay()).await;
+        *conn = connect_with_retry(client, "STATE_DB").await;
+    }
+}
+
 /// Start-up, then the steady state: the netlink thread and the writer run
 /// until the process ends.
 async fn pipeline(
@@ -128,15 +144,12 @@ async fn pipeline(
         dpu: inputs.switch_type == "dpu",
     };
     info!(warm, switch_type = %inputs.switch_type, ports = inputs.ports.len(), "start-up configuration read");
-    if warm {
-        sonic::warm_table::set_warm_state(
-            &mut state_conn,
-            &layout.state,
-            sonic::warm_table::WarmState::Initialized,
-        )
-        .await
-        .ok();
-    }
+    let first_state = if warm {
+        WarmState::Initialized
+    } else {
+        WarmState::Disabled
+    };
+    record_warm_state(&mut state_conn, &state_client, &layout, first_state).await;
 
     let rules = SyncRules::new(mode, inputs.ports.iter().map(|(name, _)| name.clone()));
     let socket = LinkSocket::open(cli.netlink_rcvbuf).context(
@@ -164,21 +177,24 @@ async fn pipeline(
             Err(_) => warn!("still waiting for the initial link dump to finish"),
         }
     };
+    if warm {
+        startup::reconcile(&live);
+        record_warm_state(
+            &mut state_conn,
+            &state_client,
+            &layout,
+            WarmState::Reconciled,
+        )
+        .await;
+    }
+    metrics.warm_restart_reconciled.set(1);
     startup::publish(
         &inputs,
         queue.clone(),
-        &metrics,
         signals.all_ports_seen.clone(),
         started,
     )
     .await?;
-    let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-    while let Err(e) = startup::finish_warm_state(&mut state_conn, &layout, warm, &live).await {
-        warn!(error = %e, "cannot record the warm-restart state; retrying");
-        tokio::time::sleep(backoff.next_delay()).await;
-        state_conn = connect_with_retry(&state_client, "STATE_DB").await;
-    }
-    metrics.warm_restart_reconciled.set(1);
     writer.await.context("the Redis writer stopped")?;
     Ok(())
 }

@@ -11,10 +11,9 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::metrics::Metrics;
 use crate::queue::{CoalescingQueue, Target, Write};
 use crate::sonic::db_config::DbLayout;
-use crate::sonic::warm_table::{self, WarmStart, WarmState};
+use crate::sonic::warm_table::{self, WarmStart};
 
 /// What CONFIG_DB and STATE_DB say before any netlink message is read.
 pub struct StartupInputs {
@@ -61,7 +60,6 @@ pub async fn read_inputs(
 pub async fn publish(
     inputs: &StartupInputs,
     queue: Arc<CoalescingQueue>,
-    metrics: &Metrics,
     mut all_ports_seen: watch::Receiver<bool>,
     started: Instant,
 ) -> Result<()> {
@@ -110,23 +108,17 @@ pub async fn publish(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "every configured port has a netdev; PortInitDone queued"
     );
-    let _ = metrics;
     Ok(())
 }
 
-/// Marks the warm-restart progress once the initial update is handled.
-pub async fn finish_warm_state(
-    state: &mut MultiplexedConnection,
-    layout: &DbLayout,
-    warm: bool,
-    _live: &HashSet<String>,
-) -> redis::RedisResult<()> {
-    let value = if warm {
-        WarmState::Reconciled
-    } else {
-        WarmState::Disabled
-    };
-    warm_table::set_warm_state(state, &layout.state, value).await
+/// Warm restart at EOIU. The diff-only STATE_DB script already makes the
+/// dump's rewrite of every port a no-op where nothing changed; deleting rows
+/// of configured ports whose netdev vanished while down is not done yet.
+pub fn reconcile(live: &HashSet<String>) {
+    info!(
+        ports_alive = live.len(),
+        "warm restart: initial link state collected"
+    );
 }
 
 /// How long to wait for the initial dump before saying so in the log.
