@@ -142,3 +142,89 @@ fn info_kind(linkinfo: &[u8]) -> Option<String> {
             })
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::LinkMessage;
+
+    fn newlink_bytes(name: &str) -> Vec<u8> {
+        let mut link = LinkMessage::default();
+        link.header.index = 7;
+        link.header.flags = LinkFlags::Up | LinkFlags::Running;
+        link.attributes = vec![
+            LinkAttribute::IfName(name.into()),
+            LinkAttribute::Mtu(9100),
+            LinkAttribute::Controller(3),
+        ];
+        let mut msg = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::from(RouteNetlinkMessage::NewLink(link)),
+        );
+        msg.finalize();
+        let mut bytes = vec![0; msg.buffer_len()];
+        msg.serialize(&mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn every_message_of_a_datagram_is_parsed() {
+        let mut datagram = newlink_bytes("Ethernet0");
+        datagram.extend(newlink_bytes("Ethernet4"));
+        let mut items = Vec::new();
+        parse_datagram(&datagram, &mut ParseStats::default(), |i| items.push(i));
+        assert_eq!(items.len(), 2);
+        let NetlinkItem::Link(ev) = &items[1] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(
+            (ev.name.as_str(), ev.ifindex, ev.mtu, ev.master),
+            ("Ethernet4", 7, 9100, Some(3))
+        );
+        assert!(ev.admin_up && ev.oper_up);
+    }
+
+    #[test]
+    fn a_malformed_attribute_is_counted_and_skipped() {
+        let mut bytes = newlink_bytes("Ethernet0");
+        // Shrink the MTU attribute's value to 2 bytes (its length field sits
+        // 4 bytes before its value): the u32 parser must refuse it.
+        let mtu_at = bytes
+            .windows(4)
+            .position(|w| w == 9100u32.to_ne_bytes())
+            .unwrap();
+        bytes[mtu_at - 4..mtu_at - 2].copy_from_slice(&6u16.to_ne_bytes());
+        let mut stats = ParseStats::default();
+        let mut items = Vec::new();
+        parse_datagram(&bytes, &mut stats, |i| items.push(i));
+        assert!(stats.malformed_attributes >= 1, "{stats:?}");
+        let NetlinkItem::Link(ev) = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(ev.name, "Ethernet0");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let good = newlink_bytes("Ethernet0");
+        let mut stats = ParseStats::default();
+        for cut in 0..good.len() {
+            parse_datagram(&good[..cut], &mut stats, |_| {});
+        }
+        let mut x: u32 = 12345;
+        for _ in 0..2000 {
+            let bytes: Vec<u8> = (0..64)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            parse_datagram(&bytes, &mut stats, |_| {});
+        }
+        assert!(stats.malformed_messages > 0);
+    }
+}
