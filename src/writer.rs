@@ -230,13 +230,6 @@ impl Writer {
 fn classify(e: RedisError) -> BatchError {
     match e.kind() {
         ErrorKind::Server(_) | ErrorKind::Extension => BatchError::Server(e),
-        _ if e.is_io_error()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal() =>
-        {
-            BatchError::Connection(e)
-        }
         _ => BatchError::Connection(e),
     }
 }
