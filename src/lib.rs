@@ -12,6 +12,7 @@ pub mod queue;
 pub mod sonic;
 pub mod startup;
 pub mod sync;
+pub mod warm_reconcile;
 pub mod writer;
 
 use std::sync::Arc;
@@ -28,8 +29,9 @@ use crate::queue::CoalescingQueue;
 use crate::sonic::connect::{client_for, connect_with_retry};
 use crate::sonic::db_config::{DbLayout, load_layout};
 use crate::sonic::scripts::Scripts;
-use crate::sonic::warm_table::{WarmState, set_warm_state};
+use crate::sonic::warm_table::{WarmState, WarmStateRecorder};
 use crate::sync::{StartMode, SyncRules};
+use crate::warm_reconcile::{WarmReconcile, reconcile_timer, wait_for_eoiu};
 use crate::writer::Writer;
 
 /// Runs the daemon until SIGTERM or SIGINT, then flushes what is pending
@@ -94,21 +96,6 @@ pub async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// Writes the warm-restart state, waiting out a Redis outage.
-async fn record_warm_state(
-    conn: &mut redis::aio::MultiplexedConnection,
-    client: &redis::Client,
-    layout: &DbLayout,
-    value: WarmState,
-) {
-    let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-    while let Err(e) = set_warm_state(conn, &layout.state, value).await {
-        warn!(error = %e, "cannot record the warm-restart state; retrying");
-        tokio::time::sleep(backoff.next_delay()).await;
-        *conn = connect_with_retry(client, "STATE_DB").await;
-    }
-}
-
 /// Start-up, then the steady state: the netlink thread and the writer run
 /// until the process ends.
 async fn pipeline(
@@ -123,7 +110,7 @@ async fn pipeline(
     let appl_client = client_for(&layout.appl, cli.redis_tcp)?;
 
     let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-    let (inputs, mut state_conn) = loop {
+    let (inputs, state_conn) = loop {
         let mut config_conn = connect_with_retry(&config_client, "CONFIG_DB").await;
         let mut state_conn = connect_with_retry(&state_client, "STATE_DB").await;
         match startup::read_inputs(&mut config_conn, &mut state_conn, &layout).await {
@@ -149,9 +136,18 @@ async fn pipeline(
     } else {
         WarmState::Disabled
     };
-    record_warm_state(&mut state_conn, &state_client, &layout, first_state).await;
+    let configured: Vec<String> = inputs.ports.iter().map(|(name, _)| name.clone()).collect();
+    let mut recorder = WarmStateRecorder::new(state_conn, state_client, layout.state.clone());
+    recorder.record(first_state).await;
+    let reconcile = WarmReconcile {
+        queue: queue.clone(),
+        metrics: metrics.clone(),
+        configured: configured.clone(),
+        started,
+        before: metrics.warm.row_counts(),
+    };
 
-    let rules = SyncRules::new(mode, inputs.ports.iter().map(|(name, _)| name.clone()));
+    let rules = SyncRules::new(mode, configured);
     let socket = LinkSocket::open(cli.netlink_rcvbuf).context(
         "cannot open the rtnetlink socket (is this Linux, and may this process use netlink?)",
     )?;
@@ -159,7 +155,7 @@ async fn pipeline(
         granted_bytes = socket.granted_rcvbuf,
         "netlink socket open, subscribed to link events"
     );
-    let (reader, mut signals) = LinkReader::new(socket, rules, queue.clone(), metrics.clone());
+    let (reader, signals) = LinkReader::new(socket, rules, queue.clone(), metrics.clone());
     reader.spawn().context("cannot start the netlink thread")?;
 
     let writer = Writer::new(
@@ -170,22 +166,10 @@ async fn pipeline(
     );
     let writer = tokio::spawn(writer.run());
 
-    let live = loop {
-        match tokio::time::timeout(startup::EOIU_PATIENCE, &mut signals.eoiu).await {
-            Ok(Ok(live)) => break live,
-            Ok(Err(_)) => bail!("the netlink thread ended before the initial link dump finished"),
-            Err(_) => warn!("still waiting for the initial link dump to finish"),
-        }
-    };
+    let timer = reconcile_timer(inputs.reconcile_timer);
+    let update = wait_for_eoiu(signals.eoiu, warm.then_some(timer)).await?;
     if warm {
-        startup::reconcile(&live);
-        record_warm_state(
-            &mut state_conn,
-            &state_client,
-            &layout,
-            WarmState::Reconciled,
-        )
-        .await;
+        reconcile.run(update, timer, &mut recorder).await?;
     }
     metrics.warm_restart_reconciled.set(1);
     startup::publish(

@@ -73,6 +73,12 @@ pub struct Pending {
     /// Changes each time the entry absorbs a newer write, so a commit can
     /// tell whether what Redis acknowledged is still the latest.
     generation: u64,
+    /// The oldest write folded into this entry that Redis has not
+    /// acknowledged yet; see [`CoalescingQueue::acknowledged_through`].
+    oldest_unacked: u64,
+    /// The first write folded in since the writer last copied this entry:
+    /// if that copy is acknowledged, this is the oldest write still pending.
+    first_since_peek: Option<u64>,
 }
 
 struct Inner {
@@ -131,6 +137,7 @@ impl CoalescingQueue {
         if let Some(entry) = inner.entries.get_mut(&target) {
             entry.write.absorb(write);
             entry.generation = generation;
+            entry.first_since_peek.get_or_insert(generation);
             inner.coalesced_total += 1;
             return true;
         }
@@ -145,6 +152,8 @@ impl CoalescingQueue {
                 write,
                 since,
                 generation,
+                oldest_unacked: generation,
+                first_since_peek: None,
             },
         );
         drop(inner);
@@ -155,12 +164,17 @@ impl CoalescingQueue {
     /// Copies up to `max` of the oldest entries for the writer. They stay
     /// queued until [`commit`](Self::commit): a failed write loses nothing.
     pub fn peek_batch(&self, max: usize) -> Vec<Pending> {
-        let inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         inner
             .order
             .iter()
             .take(max)
-            .filter_map(|t| inner.entries.get(t).cloned())
+            .filter_map(|t| {
+                let entry = inner.entries.get_mut(t)?;
+                entry.first_since_peek = None;
+                Some(entry.clone())
+            })
             .collect()
     }
 
@@ -173,7 +187,10 @@ impl CoalescingQueue {
             let current = inner.entries.get(&done.target).map(|e| e.generation);
             if current == Some(done.generation) {
                 inner.entries.remove(&done.target);
-            } else if current.is_some() {
+            } else if let Some(entry) = inner.entries.get_mut(&done.target) {
+                // Everything up to the acknowledged write is in Redis; only
+                // what was folded in while the batch was in flight is not.
+                entry.oldest_unacked = entry.first_since_peek.unwrap_or(entry.generation);
                 kept.push(done.target.clone());
             }
         }
@@ -208,6 +225,22 @@ impl CoalescingQueue {
 
     pub fn is_empty(&self) -> bool {
         self.lock().entries.is_empty()
+    }
+
+    /// A mark for every write pushed so far; pass it to
+    /// [`acknowledged_through`](Self::acknowledged_through).
+    pub fn mark(&self) -> u64 {
+        self.lock().next_generation
+    }
+
+    /// True once Redis has acknowledged every write pushed before `mark`
+    /// was taken, whatever was pushed since. The warm-restart reconcile uses
+    /// it to say `reconciled` only when its writes are really in Redis.
+    pub fn acknowledged_through(&self, mark: u64) -> bool {
+        self.lock()
+            .entries
+            .values()
+            .all(|e| e.oldest_unacked >= mark)
     }
 
     pub fn coalesced_total(&self) -> u64 {
@@ -312,6 +345,27 @@ mod tests {
         assert_eq!(rest[0].write.fields, fields(&[("mtu", "9100")]));
         q.commit(&rest);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn acknowledged_through_ignores_writes_pushed_after_the_mark() {
+        let q = CoalescingQueue::new(8);
+        let now = Instant::now();
+        let set = |mtu: &str| Write::set(fields(&[("mtu", mtu)]));
+        q.push(port("Ethernet0"), set("1500"), now);
+        q.push(port("Ethernet4"), set("1500"), now);
+        let mark = q.mark();
+        assert!(!q.acknowledged_through(mark));
+        let batch = q.peek_batch(10);
+        // Ethernet0 changes after the mark while the batch is in flight,
+        // and a new port arrives: neither holds the mark back.
+        q.push(port("Ethernet0"), set("9100"), now);
+        q.push(port("Ethernet8"), set("1500"), now);
+        assert!(!q.acknowledged_through(mark));
+        q.commit(&batch);
+        assert_eq!(q.len(), 2);
+        assert!(q.acknowledged_through(mark));
+        assert!(!q.acknowledged_through(q.mark()));
     }
 
     #[test]

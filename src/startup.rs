@@ -1,9 +1,8 @@
 //! The start-up sequence: read CONFIG_DB, decide warm or cold, and publish
 //! the port configuration and the two notices orchagent waits for.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use redis::AsyncCommands;
@@ -21,6 +20,8 @@ pub struct StartupInputs {
     pub warm: WarmStart,
     /// CONFIG_DB `PORT|<name>` hashes, sorted by name.
     pub ports: Vec<(String, Vec<(String, String)>)>,
+    /// CONFIG_DB `WARM_RESTART|swss` `portsyncd_timer`, in seconds.
+    pub reconcile_timer: Option<u64>,
 }
 
 /// Reads everything the rules need to start.
@@ -37,6 +38,7 @@ pub async fn read_inputs(
         .await?;
     let switch_type = switch_type.unwrap_or_else(|| "switch".to_string());
     let warm = warm_table::check_warm_start(state, &layout.state).await?;
+    let reconcile_timer = warm_table::warm_restart_timer(config, &layout.config).await?;
     let prefix = layout.config.key("PORT", "");
     let mut keys: Vec<String> = config.keys(format!("{prefix}*")).await?;
     keys.sort();
@@ -52,6 +54,7 @@ pub async fn read_inputs(
         switch_type,
         warm,
         ports,
+        reconcile_timer,
     })
 }
 
@@ -110,16 +113,3 @@ pub async fn publish(
     );
     Ok(())
 }
-
-/// Warm restart at EOIU. The diff-only STATE_DB script already makes the
-/// dump's rewrite of every port a no-op where nothing changed; deleting rows
-/// of configured ports whose netdev vanished while down is not done yet.
-pub fn reconcile(live: &HashSet<String>) {
-    info!(
-        ports_alive = live.len(),
-        "warm restart: initial link state collected"
-    );
-}
-
-/// How long to wait for the initial dump before saying so in the log.
-pub const EOIU_PATIENCE: Duration = Duration::from_secs(10);

@@ -175,10 +175,15 @@ impl Writer {
                         self.metrics.state_writes_skipped_unconfigured.inc();
                         debug!(port = %port, "not in APPL_DB PORT_TABLE yet; STATE_DB left alone");
                     }
-                    -2 => {
+                    -2 | -3 => {
                         self.metrics.port_oper_status.remove(&labels);
                         self.metrics.port_admin_status.remove(&labels);
-                        info!(port = %port, "deleted STATE_DB PORT_TABLE row");
+                        if result == -2 {
+                            self.metrics.warm.state_rows_deleted.inc();
+                            info!(port = %port, "deleted STATE_DB PORT_TABLE row");
+                        } else {
+                            debug!(port = %port, "STATE_DB PORT_TABLE row already absent");
+                        }
                     }
                     changed => {
                         let field = |name: &str| {
@@ -198,7 +203,10 @@ impl Writer {
                             .port_admin_status
                             .get_or_create(&labels)
                             .set(up(field("admin_status")));
-                        if changed > 0 {
+                        if changed == 0 {
+                            self.metrics.warm.state_rows_unchanged.inc();
+                        } else {
+                            self.metrics.warm.state_rows_changed.inc();
                             info!(
                                 port = %port,
                                 admin_status = field("admin_status").unwrap_or(""),

@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use super::warm::WarmMetrics;
+
 /// A label set naming one port.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PortLabels {
@@ -73,6 +75,8 @@ pub struct Metrics {
     pub warm_restart_count: Gauge,
     /// 1 once the warm-restart state is `reconciled` (or `disabled`).
     pub warm_restart_reconciled: Gauge,
+    /// The warm-restart reconcile and the STATE_DB row outcomes.
+    pub warm: WarmMetrics,
 }
 
 impl Default for Metrics {
@@ -110,6 +114,7 @@ impl Metrics {
             warm_restart: Gauge::default(),
             warm_restart_count: Gauge::default(),
             warm_restart_reconciled: Gauge::default(),
+            warm: WarmMetrics::default(),
         }
     }
 
@@ -249,6 +254,7 @@ impl Metrics {
             "1 once the warm restart is reconciled or disabled",
             self.warm_restart_reconciled.clone(),
         );
+        self.warm.register(r);
     }
 
     pub fn ignored(&self, reason: &str) {

@@ -4,14 +4,20 @@
 -- ARGV[1]: APPL_DB id, ARGV[2]: STATE_DB id, ARGV[3]: "1" to delete first
 -- ARGV[4..]: field, value pairs
 -- Returns the number of fields changed, -1 if the port is not configured
--- (nothing set), or -2 for a pure delete.
+-- (nothing set), -2 for a pure delete that removed the row, -3 for a pure
+-- delete of a row that did not exist.
 -- Only fields whose value differs are written, so a state that did not
 -- change costs no write and no keyspace event.
 redis.call('SELECT', ARGV[2])
 if ARGV[3] == '1' then
-    redis.call('DEL', KEYS[2])
+    -- DEL only an existing row: a no-op DEL still shows in MONITOR, and a
+    -- warm restart with nothing changed must show no write at all.
+    local existed = redis.call('EXISTS', KEYS[2]) == 1
+    if existed then
+        redis.call('DEL', KEYS[2])
+    end
     if #ARGV < 4 then
-        return -2
+        return existed and -2 or -3
     end
 end
 redis.call('SELECT', ARGV[1])

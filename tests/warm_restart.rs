@@ -1,0 +1,370 @@
+//! Warm restart: the restart bookkeeping, EOIU, and a reconcile that writes
+//! only what changed while the daemon was down (contract section 6).
+//!
+//! Every test first runs the daemon cold so that STATE_DB holds the truth,
+//! then restarts it warm. `redis-cli MONITOR` records every command Redis
+//! executed during the warm start, including those run inside scripts, so
+//! "no write" is checked on what Redis did, not on what the daemon says.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Commands that change a key.
+const WRITE_COMMANDS: &[&str] = &[
+    "HSET", "HMSET", "HSETNX", "HDEL", "HINCRBY", "DEL", "UNLINK", "SET", "SETEX", "EXPIRE",
+    "PEXPIRE", "RENAME", "SADD", "SREM", "SPOP", "LPUSH", "RPUSH",
+];
+
+/// `redis-cli MONITOR` writing to a file until dropped.
+struct Monitor {
+    child: Child,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Monitor {
+    fn start(redis: &RedisServer) -> Monitor {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("monitor.txt");
+        let child = Command::new("redis-cli")
+            .arg("-s")
+            .arg(redis.socket())
+            .arg("monitor")
+            .stdout(File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli monitor");
+        let monitor = Monitor {
+            child,
+            out,
+            _dir: dir,
+        };
+        wait_until(DEADLINE, "redis-cli MONITOR to start", || {
+            monitor.text().starts_with("OK")
+        });
+        monitor
+    }
+
+    fn text(&self) -> String {
+        let mut s = String::new();
+        File::open(&self.out)
+            .and_then(|mut f| f.read_to_string(&mut s))
+            .unwrap();
+        s
+    }
+
+    /// Every write command Redis executed, as (command, arguments).
+    fn writes(&self) -> Vec<(String, Vec<String>)> {
+        self.text()
+            .lines()
+            .filter_map(parse_monitor_line)
+            .filter(|(cmd, _)| WRITE_COMMANDS.contains(&cmd.as_str()))
+            .collect()
+    }
+
+    /// The write commands that name a port (key or member), e.g.
+    /// `HSET PORT_TABLE|Ethernet0 ...` or `SADD PORT_TABLE_KEY_SET Ethernet0`.
+    fn port_writes(&self) -> Vec<(String, Vec<String>)> {
+        self.writes()
+            .into_iter()
+            .filter(|(_, args)| args.iter().any(|a| a.contains("Ethernet")))
+            .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `1700000000.000000 [6 lua] "HSET" "PORT_TABLE|Ethernet0" "mtu" "9100"`
+/// -> ("HSET", ["PORT_TABLE|Ethernet0", "mtu", "9100"]).
+fn parse_monitor_line(line: &str) -> Option<(String, Vec<String>)> {
+    let rest = &line[line.find("] ")? + 2..];
+    let mut tokens = Vec::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut token = String::new();
+        loop {
+            match chars.next()? {
+                '"' => break,
+                '\\' => token.push(chars.next()?),
+                c => token.push(c),
+            }
+        }
+        tokens.push(token);
+    }
+    let mut tokens = tokens.into_iter();
+    let cmd = tokens.next()?.to_ascii_uppercase();
+    Some((cmd, tokens.collect()))
+}
+
+/// A bed whose daemon ran cold once: ports created after it started (as
+/// syncd does), all up with carrier, STATE_DB right. The daemon is stopped
+/// and warm restart is enabled, so the next start is warm.
+fn bed_after_cold_run(n: usize) -> Bed {
+    let names = port_names(n);
+    let bed = Bed::new(&as_strs(&names));
+    bed.redis.hset(
+        STATE_DB,
+        "WARM_RESTART_ENABLE_TABLE|system",
+        &[("enable", "true")],
+    );
+    let mut daemon = bed.daemon();
+    // Netdevs that exist before the initial dump ends are "old" on a cold
+    // start; syncd creates them after PortConfigDone, and so does this.
+    wait_until(DEADLINE, "PortConfigDone after the cold start", || {
+        bed.redis.exists(APPL_DB, "PORT_TABLE:PortConfigDone")
+    });
+    let mut lines = Vec::new();
+    for name in &names {
+        let peer = Netns::peer_of(name);
+        lines.push(format!("link add {name} type veth peer name {peer}"));
+        lines.push(format!("link set dev {name} up"));
+        lines.push(format!("link set dev {peer} up"));
+    }
+    bed.ns.batch(&lines);
+    bed.wait_all_match_kernel(DEADLINE, &bed.names());
+    wait_until(DEADLINE, "PortInitDone after the cold start", || {
+        bed.redis.exists(APPL_DB, "PORT_TABLE:PortInitDone")
+    });
+    let status = daemon.sigterm_and_wait(DEADLINE);
+    assert!(status.success(), "cold run exit: {status:?}");
+    bed
+}
+
+/// Starts the daemon warm and waits until it says `reconciled`.
+fn warm_start(bed: &Bed) -> Daemon {
+    let daemon = bed.daemon();
+    wait_reconciled(bed, &daemon);
+    daemon
+}
+
+fn wait_reconciled(bed: &Bed, daemon: &Daemon) {
+    // The row may still say `reconciled` from the previous run: wait for
+    // this daemon's own word first, then check what it recorded.
+    wait_until(DEADLINE, "the daemon to log the reconcile", || {
+        daemon.log().contains("warm restart reconciled")
+    });
+    let warm = bed.redis.hgetall(STATE_DB, "WARM_RESTART_TABLE|portsyncd");
+    assert_eq!(
+        warm.get("state").map(String::as_str),
+        Some("reconciled"),
+        "daemon log:\n{}",
+        daemon.log()
+    );
+}
+
+/// Waits until MONITOR shows the producer writing PortInitDone: the last
+/// thing a warm start does.
+fn wait_port_init_done_written(monitor: &Monitor) {
+    wait_until(DEADLINE, "PortInitDone to be produced again", || {
+        monitor
+            .writes()
+            .iter()
+            .any(|(_, args)| args.iter().any(|a| a.ends_with("PortInitDone")))
+    });
+}
+
+/// key -> set of fields written by HSET, from MONITOR's port writes.
+fn fields_written(writes: &[(String, Vec<String>)]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut by_key: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (cmd, args) in writes {
+        assert_eq!(cmd, "HSET", "unexpected port write {cmd} {args:?}");
+        let entry = by_key.entry(args[0].clone()).or_default();
+        entry.extend(args[1..].chunks(2).map(|fv| fv[0].clone()));
+    }
+    by_key
+}
+
+#[test]
+fn unchanged_warm_restart_writes_no_port_data() {
+    let bed = bed_after_cold_run(8);
+    let monitor = Monitor::start(&bed.redis);
+    let _daemon = warm_start(&bed);
+    wait_port_init_done_written(&monitor);
+
+    assert_eq!(
+        monitor.port_writes(),
+        Vec::new(),
+        "port writes on an unchanged warm restart"
+    );
+    assert!(
+        !monitor.text().contains("PortConfigDone"),
+        "PortConfigDone touched on a warm start"
+    );
+    let warm = bed.redis.hgetall(STATE_DB, "WARM_RESTART_TABLE|portsyncd");
+    assert_eq!(warm.get("restore_count").map(String::as_str), Some("1"));
+    assert_eq!(warm.get("state").map(String::as_str), Some("reconciled"));
+    bed.wait_all_match_kernel(DEADLINE, &bed.names());
+}
+
+#[test]
+fn changes_while_down_are_written_and_nothing_else() {
+    let bed = bed_after_cold_run(8);
+    // While the daemon is down: Ethernet0 loses carrier, Ethernet4's MTU changes.
+    bed.ns.set_peer_down("Ethernet0");
+    bed.ns.set_mtu("Ethernet4", 9100);
+    let monitor = Monitor::start(&bed.redis);
+    let daemon = warm_start(&bed);
+    wait_port_init_done_written(&monitor);
+
+    bed.wait_all_match_kernel(DEADLINE, &bed.names());
+    let written = fields_written(&monitor.port_writes());
+    let expected: BTreeMap<String, BTreeSet<String>> = [
+        (
+            "PORT_TABLE|Ethernet0",
+            &["carrier_changes", "netdev_oper_status"][..],
+        ),
+        ("PORT_TABLE|Ethernet4", &["mtu"][..]),
+    ]
+    .into_iter()
+    .map(|(k, fs)| (k.to_string(), fs.iter().map(|f| f.to_string()).collect()))
+    .collect();
+    assert_eq!(written, expected, "daemon log:\n{}", daemon.log());
+}
+
+#[test]
+fn a_configured_port_whose_netdev_vanished_loses_its_row() {
+    let bed = bed_after_cold_run(4);
+    bed.ns.del_link("Ethernet8");
+    let monitor = Monitor::start(&bed.redis);
+    let daemon = warm_start(&bed);
+
+    assert!(
+        !bed.redis.exists(STATE_DB, "PORT_TABLE|Ethernet8"),
+        "STATE_DB row of a port without netdev after reconcile; log:\n{}",
+        daemon.log()
+    );
+    let writes = monitor.port_writes();
+    assert_eq!(
+        writes,
+        vec![("DEL".to_string(), vec!["PORT_TABLE|Ethernet8".to_string()])],
+        "the only port write is the deletion"
+    );
+    // The configuration itself is not portsyncd's to remove.
+    assert!(bed.redis.exists(APPL_DB, "PORT_TABLE:Ethernet8"));
+    bed.wait_all_match_kernel(DEADLINE, &["Ethernet0", "Ethernet4", "Ethernet12"]);
+}
+
+#[test]
+fn warm_enabled_without_restore_count_starts_cold() {
+    let bed = Bed::new(&as_strs(&port_names(2)));
+    bed.redis.hset(
+        STATE_DB,
+        "WARM_RESTART_ENABLE_TABLE|swss",
+        &[("enable", "true")],
+    );
+    let daemon = bed.daemon();
+    let warm = wait_for(
+        DEADLINE,
+        "WARM_RESTART_TABLE|portsyncd state",
+        || bed.redis.hgetall(STATE_DB, "WARM_RESTART_TABLE|portsyncd"),
+        |h| h.contains_key("state"),
+    );
+    assert_eq!(warm.get("restore_count").map(String::as_str), Some("0"));
+    assert_eq!(warm.get("state").map(String::as_str), Some("disabled"));
+    // A cold start publishes the configuration.
+    wait_until(
+        DEADLINE,
+        "PortConfigDone on the fallback cold start",
+        || bed.redis.exists(APPL_DB, "PORT_TABLE:PortConfigDone"),
+    );
+    assert!(
+        daemon.log().contains("falling back to a cold start"),
+        "log:\n{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn link_changes_right_after_eoiu_land_normally() {
+    let bed = bed_after_cold_run(4);
+    let daemon = bed.daemon();
+    wait_reconciled(&bed, &daemon);
+    bed.ns.set_down("Ethernet0");
+    bed.ns.set_mtu("Ethernet4", 9000);
+    bed.ns.set_peer_down("Ethernet8");
+    let rows = bed.wait_all_match_kernel(DEADLINE, &bed.names());
+    assert_eq!(
+        rows["Ethernet0"].get("admin_status").map(String::as_str),
+        Some("down")
+    );
+    assert_eq!(
+        rows["Ethernet4"].get("mtu").map(String::as_str),
+        Some("9000")
+    );
+    assert_eq!(
+        rows["Ethernet8"]
+            .get("netdev_oper_status")
+            .map(String::as_str),
+        Some("down")
+    );
+}
+
+#[test]
+fn warm_restart_during_a_link_burst_ends_with_every_row_right() {
+    let bed = bed_after_cold_run(16);
+    let names = bed.names();
+    let mut daemon = bed.daemon();
+    wait_reconciled(&bed, &daemon);
+    let burst_until = Instant::now() + Duration::from_secs(2);
+    thread::scope(|s| {
+        s.spawn(|| {
+            let mut round = 0usize;
+            while Instant::now() < burst_until {
+                let lines: Vec<String> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let up = (i + round).is_multiple_of(2);
+                        format!("link set dev {n} {}", updown(up))
+                    })
+                    .collect();
+                bed.ns.batch(&lines);
+                round += 1;
+            }
+        });
+        // Restart in the middle of the burst, twice.
+        for _ in 0..2 {
+            thread::sleep(Duration::from_millis(300));
+            assert!(daemon.sigterm_and_wait(DEADLINE).success());
+            daemon = bed.daemon();
+            wait_reconciled(&bed, &daemon);
+        }
+    });
+    let warm = bed.redis.hgetall(STATE_DB, "WARM_RESTART_TABLE|portsyncd");
+    assert_eq!(warm.get("restore_count").map(String::as_str), Some("3"));
+    bed.wait_all_match_kernel(DEADLINE, &names);
+}
+
+#[test]
+fn monitor_lines_parse() {
+    let line = r#"1700000000.123456 [6 lua] "HSET" "PORT_TABLE|Ethernet0" "alias" "a \"b\"""#;
+    assert_eq!(
+        parse_monitor_line(line),
+        Some((
+            "HSET".to_string(),
+            vec![
+                "PORT_TABLE|Ethernet0".to_string(),
+                "alias".to_string(),
+                "a \"b\"".to_string()
+            ]
+        ))
+    );
+    assert_eq!(parse_monitor_line("OK"), None);
+}
