@@ -9,109 +9,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::monitor::Monitor;
 use common::*;
-
-/// Commands that change a key.
-const WRITE_COMMANDS: &[&str] = &[
-    "HSET", "HMSET", "HSETNX", "HDEL", "HINCRBY", "DEL", "UNLINK", "SET", "SETEX", "EXPIRE",
-    "PEXPIRE", "RENAME", "SADD", "SREM", "SPOP", "LPUSH", "RPUSH",
-];
-
-/// `redis-cli MONITOR` writing to a file until dropped.
-struct Monitor {
-    child: Child,
-    out: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Monitor {
-    fn start(redis: &RedisServer) -> Monitor {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("monitor.txt");
-        let child = Command::new("redis-cli")
-            .arg("-s")
-            .arg(redis.socket())
-            .arg("monitor")
-            .stdout(File::create(&out).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-cli monitor");
-        let monitor = Monitor {
-            child,
-            out,
-            _dir: dir,
-        };
-        wait_until(DEADLINE, "redis-cli MONITOR to start", || {
-            monitor.text().starts_with("OK")
-        });
-        monitor
-    }
-
-    fn text(&self) -> String {
-        let mut s = String::new();
-        File::open(&self.out)
-            .and_then(|mut f| f.read_to_string(&mut s))
-            .unwrap();
-        s
-    }
-
-    /// Every write command Redis executed, as (command, arguments).
-    fn writes(&self) -> Vec<(String, Vec<String>)> {
-        self.text()
-            .lines()
-            .filter_map(parse_monitor_line)
-            .filter(|(cmd, _)| WRITE_COMMANDS.contains(&cmd.as_str()))
-            .collect()
-    }
-
-    /// The write commands that name a port (key or member), e.g.
-    /// `HSET PORT_TABLE|Ethernet0 ...` or `SADD PORT_TABLE_KEY_SET Ethernet0`.
-    fn port_writes(&self) -> Vec<(String, Vec<String>)> {
-        self.writes()
-            .into_iter()
-            .filter(|(_, args)| args.iter().any(|a| a.contains("Ethernet")))
-            .collect()
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `1700000000.000000 [6 lua] "HSET" "PORT_TABLE|Ethernet0" "mtu" "9100"`
-/// -> ("HSET", ["PORT_TABLE|Ethernet0", "mtu", "9100"]).
-fn parse_monitor_line(line: &str) -> Option<(String, Vec<String>)> {
-    let rest = &line[line.find("] ")? + 2..];
-    let mut tokens = Vec::new();
-    let mut chars = rest.chars();
-    while let Some(c) = chars.next() {
-        if c != '"' {
-            continue;
-        }
-        let mut token = String::new();
-        loop {
-            match chars.next()? {
-                '"' => break,
-                '\\' => token.push(chars.next()?),
-                c => token.push(c),
-            }
-        }
-        tokens.push(token);
-    }
-    let mut tokens = tokens.into_iter();
-    let cmd = tokens.next()?.to_ascii_uppercase();
-    Some((cmd, tokens.collect()))
-}
 
 /// A bed whose daemon ran cold once: ports created after it started (as
 /// syncd does), all up with carrier, STATE_DB right. The daemon is stopped
@@ -356,7 +258,7 @@ fn warm_restart_during_a_link_burst_ends_with_every_row_right() {
 fn monitor_lines_parse() {
     let line = r#"1700000000.123456 [6 lua] "HSET" "PORT_TABLE|Ethernet0" "alias" "a \"b\"""#;
     assert_eq!(
-        parse_monitor_line(line),
+        common::monitor::parse_monitor_line(line),
         Some((
             "HSET".to_string(),
             vec![
@@ -366,5 +268,5 @@ fn monitor_lines_parse() {
             ]
         ))
     );
-    assert_eq!(parse_monitor_line("OK"), None);
+    assert_eq!(common::monitor::parse_monitor_line("OK"), None);
 }

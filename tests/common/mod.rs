@@ -12,6 +12,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod monitor;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::fs::{self, File};
