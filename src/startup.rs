@@ -42,11 +42,22 @@ pub async fn read_inputs(
     let prefix = layout.config.key("PORT", "");
     let mut keys: Vec<String> = config.keys(format!("{prefix}*")).await?;
     keys.sort();
-    let mut ports = Vec::with_capacity(keys.len());
-    for key in keys {
-        let fields: Vec<(String, String)> = config.hgetall(&key).await?;
-        ports.push((key[prefix.len()..].to_string(), fields));
+    // One round trip for all ports: a 512-port switch would otherwise wait
+    // out 512 of them before the first link message is read.
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.hgetall(key);
     }
+    let hashes: Vec<Vec<(String, String)>> = if keys.is_empty() {
+        Vec::new() // Redis refuses an empty pipeline.
+    } else {
+        pipe.query_async(config).await?
+    };
+    let ports: Vec<_> = keys
+        .iter()
+        .zip(hashes)
+        .map(|(key, fields)| (key[prefix.len()..].to_string(), fields))
+        .collect();
     if ports.is_empty() {
         info!("CONFIG_DB has no PORT entries; ports can be added later, continuing");
     }

@@ -26,11 +26,17 @@ redis.call('SELECT', ARGV[2])
 if not configured then
     return -1
 end
-local changed = {}
+local names = {}
 for i = 4, #ARGV, 2 do
-    if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then
-        changed[#changed + 1] = ARGV[i]
-        changed[#changed + 1] = ARGV[i + 1]
+    names[#names + 1] = ARGV[i]
+end
+local current = redis.call('HMGET', KEYS[2], unpack(names))
+local changed = {}
+for j = 1, #names do
+    local value = ARGV[3 + 2 * j]
+    if current[j] ~= value then
+        changed[#changed + 1] = names[j]
+        changed[#changed + 1] = value
     end
 end
 if #changed > 0 then
