@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
+use tracing::level_filters::LevelFilter;
 use tracing::{Subscriber, info};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::MakeWriter;
@@ -122,7 +123,6 @@ impl LogControl {
         if seen.0 == Some(severity) {
             return;
         }
-        let before = seen.0.unwrap_or(Severity::DEFAULT);
         seen.0 = Some(severity);
         drop(seen);
         if let Some(flag) = &self.level_flag {
@@ -134,15 +134,16 @@ impl LogControl {
             );
             return;
         }
-        // Say it at the more verbose of the two levels, so it is seen.
-        let louder = severity.level_filter() > before.level_filter();
-        if !louder {
+        // Said after the change when the new level shows it (so every line
+        // after it follows the new level), before the change otherwise.
+        let shows_info = severity.level_filter() >= LevelFilter::INFO;
+        if !shows_info {
             info!(level = severity.as_str(), source, "log level set");
         }
         if let Err(e) = self.filter.reload(level_filter(severity)) {
             tracing::error!(error = %e, "cannot change the log level");
         }
-        if louder {
+        if shows_info {
             info!(level = severity.as_str(), source, "log level set");
         }
     }
