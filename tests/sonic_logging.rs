@@ -6,7 +6,6 @@ mod common;
 mod common_syslog;
 
 use std::ffi::OsStr;
-use std::time::Duration;
 
 use common::*;
 use common_syslog::SyslogSink;
