@@ -39,7 +39,8 @@ pub struct LogControl {
     /// `--log-output` as given; it wins over CONFIG_DB.
     output_flag: Option<LogOutput>,
     /// What CONFIG_DB said last, so that only changes are logged.
-    seen: Mutex<(Option<Severity>, Option<LogOutput>)>,
+    db_level: Mutex<Option<Severity>>,
+    db_output: Mutex<Option<LogOutput>>,
 }
 
 /// The logger's controls, once [`init`] has installed it.
@@ -84,7 +85,8 @@ pub fn init(cli: &Cli) -> Result<()> {
         filter: handle,
         level_flag: cli.log_level.clone(),
         output_flag: cli.log_output,
-        seen: Mutex::new((None, None)),
+        db_level: Mutex::new(None),
+        db_output: Mutex::new(None),
     });
     match level {
         Some(text) => info!(level = text, source = "--log-level", "log level set"),
@@ -119,19 +121,8 @@ impl LogControl {
     /// Applies CONFIG_DB's `LOGLEVEL` unless `--log-level` was given; logs
     /// each change with its source.
     pub fn apply_db_level(&self, severity: Severity, source: &str) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.0 == Some(severity) {
-            return;
-        }
-        seen.0 = Some(severity);
-        drop(seen);
-        if let Some(flag) = &self.level_flag {
-            info!(
-                level = flag.as_str(),
-                ignored = severity.as_str(),
-                source = "--log-level",
-                "log level kept: the command line wins over {source} LOGLEVEL"
-            );
+        let flag = self.level_flag.as_deref().map(|v| ("--log-level", v));
+        if !db_wins(&self.db_level, severity, severity.as_str(), flag, source) {
             return;
         }
         // Said after the change when the new level shows it (so every line
@@ -150,19 +141,8 @@ impl LogControl {
 
     /// Applies CONFIG_DB's `LOGOUTPUT` unless `--log-output` was given.
     pub fn apply_db_output(&self, output: LogOutput, source: &str) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.1 == Some(output) {
-            return;
-        }
-        seen.1 = Some(output);
-        drop(seen);
-        if let Some(flag) = self.output_flag {
-            info!(
-                output = flag.as_str(),
-                ignored = output.as_str(),
-                source = "--log-output",
-                "log output kept: the command line wins over {source} LOGOUTPUT"
-            );
+        let flag = self.output_flag.map(|o| ("--log-output", o.as_str()));
+        if !db_wins(&self.db_output, output, output.as_str(), flag, source) {
             return;
         }
         if current_output() != output {
@@ -170,6 +150,35 @@ impl LogControl {
             OUTPUT.store(output as u8, Ordering::Relaxed);
         }
         info!(output = output.as_str(), source, "log output set");
+    }
+}
+
+/// Whether CONFIG_DB's `value` (called `name`) is to be applied: it differs
+/// from the last one seen in `slot`, and no command-line `flag` (name, value)
+/// overrides it. An overridden change is said once.
+fn db_wins<T: PartialEq>(
+    slot: &Mutex<Option<T>>,
+    value: T,
+    name: &str,
+    flag: Option<(&str, &str)>,
+    source: &str,
+) -> bool {
+    let mut last = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if last.as_ref() == Some(&value) {
+        return false;
+    }
+    *last = Some(value);
+    match flag {
+        None => true,
+        Some((flag, kept)) => {
+            info!(
+                kept,
+                ignored = name,
+                source = flag,
+                "{flag} wins over {source}"
+            );
+            false
+        }
     }
 }
 

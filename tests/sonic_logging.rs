@@ -171,7 +171,7 @@ fn command_line_level_wins_over_config_db() {
     );
     wait_log(
         &mut daemon,
-        "the command line wins over CONFIG_DB LOGGER|portsyncd LOGLEVEL",
+        r#"kept="notice" ignored="DEBUG" source="--log-level""#,
     );
     flip(&bed, true);
     assert_eq!(debug_lines(&daemon.log()), Vec::<&str>::new());
