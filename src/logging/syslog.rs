@@ -111,11 +111,16 @@ impl Drop for SyslogLine {
     }
 }
 
-/// `<PRI>portsyncd[PID]: MSG` with the trailing newline removed and the
+/// `<PRI>portsyncd[PID]: MSG` with the padding and newline removed and the
 /// message cut to [`MAX_MESSAGE`] bytes.
 pub fn format_datagram(severity: u8, pid: u32, message: &[u8]) -> Vec<u8> {
     let mut message = message;
     while let [rest @ .., b'\n' | b'\r'] = message {
+        message = rest;
+    }
+    // The text format pads the level (" INFO"); the header already ends in
+    // a space.
+    while let [b' ', rest @ ..] = message {
         message = rest;
     }
     let message = &message[..message.len().min(MAX_MESSAGE)];
@@ -131,7 +136,7 @@ mod tests {
 
     #[test]
     fn datagram_has_priority_identity_and_pid() {
-        let d = format_datagram(3, 42, b"ERROR cannot reach Redis\n");
+        let d = format_datagram(3, 42, b" ERROR cannot reach Redis\n");
         assert_eq!(d, b"<11>portsyncd[42]: ERROR cannot reach Redis");
         let d = format_datagram(7, 1, b"x");
         assert_eq!(d, b"<15>portsyncd[1]: x");

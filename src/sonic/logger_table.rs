@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Result, anyhow};
 use futures_util::StreamExt;
 use redis::Client;
 use redis::aio::MultiplexedConnection;
@@ -89,8 +89,12 @@ async fn follow(client: Client, key: String, channel: String) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut said_notifications_off = false;
     let mut failures = 0u32;
+    let mut again = false;
     loop {
-        match follow_once(&client, &key, &channel, &mut said_notifications_off).await {
+        let said = &mut said_notifications_off;
+        let result = follow_once(&client, &key, &channel, said, again).await;
+        again = true;
+        match result {
             Ok(()) => {
                 failures = 0;
                 backoff.reset();
@@ -98,7 +102,6 @@ async fn follow(client: Client, key: String, channel: String) {
             }
             Err(e) => {
                 // Once is enough in the log while Redis stays away.
-                let e = format!("{e:#}");
                 if failures == 0 {
                     warn!(error = %e, "cannot follow CONFIG_DB {key}; retrying");
                 } else {
@@ -118,22 +121,28 @@ async fn follow_once(
     key: &str,
     channel: &str,
     said_notifications_off: &mut bool,
+    again: bool,
 ) -> Result<()> {
     // Subscribe before reading, so no change slips in between.
     let mut pubsub = tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.get_async_pubsub())
         .await
-        .context("connecting for the keyspace subscription timed out")?
-        .context("cannot connect for the keyspace subscription")?;
+        .map_err(|_| anyhow!("connecting for the keyspace subscription timed out"))?
+        .map_err(|e| anyhow!("cannot connect for the keyspace subscription: {e}"))?;
     pubsub
         .subscribe(channel)
         .await
-        .with_context(|| format!("cannot subscribe to {channel}"))?;
-    let mut conn = connect(client).await.context("cannot connect")?;
+        .map_err(|e| anyhow!("cannot subscribe to {channel}: {e}"))?;
+    let mut conn = connect(client)
+        .await
+        .map_err(|e| anyhow!("cannot connect: {e}"))?;
     if !*said_notifications_off {
         *said_notifications_off = warn_if_notifications_off(&mut conn, key).await;
     }
     write_defaults(&mut conn, key).await?;
     apply(&mut conn, key).await?;
+    if again {
+        info!("following CONFIG_DB {key} again");
+    }
     let mut changes = pubsub.on_message();
     while let Some(message) = changes.next().await {
         debug!(
@@ -182,7 +191,7 @@ async fn write_defaults(conn: &mut MultiplexedConnection, key: &str) -> Result<(
         .hset_nx(key, OUTPUT_FIELD, LogOutput::DEFAULT.as_str())
         .query_async(conn)
         .await
-        .with_context(|| format!("cannot write the defaults of {key}"))?;
+        .map_err(|e| anyhow!("cannot write the defaults of {key}: {e}"))?;
     if level_written || output_written {
         info!(
             level_written,
@@ -198,7 +207,7 @@ async fn apply(conn: &mut MultiplexedConnection, key: &str) -> Result<()> {
         .arg(key)
         .query_async(conn)
         .await
-        .with_context(|| format!("cannot read {key}"))?;
+        .map_err(|e| anyhow!("cannot read {key}: {e}"))?;
     let settings = settings_from(&fields);
     for problem in &settings.problems {
         warn!("CONFIG_DB {key}: {problem}");
