@@ -128,6 +128,7 @@ fn log_level_follows_config_db_without_restart() {
             .count()
             > set_to_debug
     });
+    wait_log(&mut daemon, "following CONFIG_DB LOGGER|portsyncd again");
     daemon.assert_alive();
 }
 
