@@ -89,11 +89,10 @@ async fn follow(client: Client, key: String, channel: String) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut said_notifications_off = false;
     let mut failures = 0u32;
-    let mut again = false;
+    let mut followed_before = false;
     loop {
         let said = &mut said_notifications_off;
-        let result = follow_once(&client, &key, &channel, said, again).await;
-        again = true;
+        let result = follow_once(&client, &key, &channel, said, &mut followed_before).await;
         match result {
             Ok(()) => {
                 failures = 0;
@@ -121,7 +120,7 @@ async fn follow_once(
     key: &str,
     channel: &str,
     said_notifications_off: &mut bool,
-    again: bool,
+    followed_before: &mut bool,
 ) -> Result<()> {
     // Subscribe before reading, so no change slips in between.
     let mut pubsub = tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.get_async_pubsub())
@@ -140,9 +139,10 @@ async fn follow_once(
     }
     write_defaults(&mut conn, key).await?;
     apply(&mut conn, key).await?;
-    if again {
+    if *followed_before {
         info!("following CONFIG_DB {key} again");
     }
+    *followed_before = true;
     let mut changes = pubsub.on_message();
     while let Some(message) = changes.next().await {
         debug!(
