@@ -105,12 +105,18 @@ fn flag_filter(text: &str) -> Result<EnvFilter> {
     if let Some(severity) = Severity::from_flag(text) {
         return Ok(level_filter(severity));
     }
-    EnvFilter::try_new(text).with_context(|| {
+    let wrong = || {
         format!(
             "--log-level {text:?} is neither a SONiC level (EMERG, ALERT, CRIT, ERROR, WARN, \
-             NOTICE, INFO, DEBUG) nor a tracing filter (error, warn, info, debug, trace)"
+             NOTICE, INFO, DEBUG) nor a tracing filter (trace, off, portsyncd=debug, ...)"
         )
-    })
+    };
+    // A bare word would parse as a target name and silently show nothing.
+    let bare_word = !text.contains(['=', ',', '[']);
+    if bare_word && !["trace", "off"].contains(&text.to_ascii_lowercase().as_str()) {
+        anyhow::bail!(wrong());
+    }
+    EnvFilter::try_new(text).with_context(wrong)
 }
 
 fn level_filter(severity: Severity) -> EnvFilter {
@@ -229,6 +235,29 @@ impl Write for StdStream {
         match self {
             StdStream::Out(s) => s.flush(),
             StdStream::Err(s) => s.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_level_flag_takes_sonic_names_and_tracing_filters() {
+        for ok in [
+            "NOTICE",
+            "debug",
+            "Crit",
+            "trace",
+            "off",
+            "portsyncd=trace,info",
+        ] {
+            assert!(flag_filter(ok).is_ok(), "{ok} refused");
+        }
+        for bad in ["loud", "verbose", "portsyncd=loud"] {
+            let e = flag_filter(bad).expect_err(bad).to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
         }
     }
 }
