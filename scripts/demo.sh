@@ -144,7 +144,7 @@ CONSUMER_PID=$!
 
 say "starting portsyncd in netns $NS"
 T0=$(now_ms)
-ip netns exec "$NS" "$BIN" --no-metrics --db-config "$CFG" --log-level info \
+ip netns exec "$NS" "$BIN" --no-metrics --db-config "$CFG" --log-level info --log-output stderr \
     2>"$TMP/portsyncd.log" &
 DAEMON_PID=$!
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::logging::LogOutput;
+use crate::logging::syslog::DEFAULT_SOCKET as DEFAULT_SYSLOG_SOCKET;
 use crate::sonic::db_config::DEFAULT_DB_CONFIG;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,14 +39,24 @@ pub struct Cli {
     #[arg(long)]
     pub no_metrics: bool,
 
-    /// Log line format on stderr.
+    /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Log level (error, warn, info, debug, trace) or a tracing filter such
-    /// as `portsyncd=debug`.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    pub log_level: String,
+    /// Log level: a SONiC level (EMERG, ALERT, CRIT, ERROR, WARN, NOTICE,
+    /// INFO, DEBUG) or a tracing filter such as `portsyncd=trace`. When
+    /// absent, CONFIG_DB `LOGGER|portsyncd` LOGLEVEL decides (default NOTICE).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Where log lines go. When absent, CONFIG_DB `LOGGER|portsyncd`
+    /// LOGOUTPUT decides (default SYSLOG).
+    #[arg(long, value_enum, value_name = "OUTPUT")]
+    pub log_output: Option<LogOutput>,
+
+    /// The local syslog socket for the SYSLOG output.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SYSLOG_SOCKET)]
+    pub syslog_socket: PathBuf,
 
     /// Netlink receive buffer to ask the kernel for, in bytes. Large, so a
     /// burst of link events does not overrun it while Redis is slow.
@@ -89,6 +101,8 @@ mod tests {
         assert_eq!(cli.db_config, PathBuf::from(DEFAULT_DB_CONFIG));
         assert!(!cli.redis_tcp && !cli.no_metrics);
         assert_eq!(cli.log_format, LogFormat::Text);
+        assert!(cli.log_level.is_none() && cli.log_output.is_none());
+        assert_eq!(cli.syslog_socket, PathBuf::from("/dev/log"));
     }
 
     #[test]
@@ -104,12 +118,16 @@ mod tests {
             "json",
             "--log-level",
             "debug",
+            "--log-output",
+            "stderr",
         ])
         .unwrap();
         assert_eq!(cli.db_config, PathBuf::from("/x.json"));
         assert_eq!(cli.effective_namespace().as_deref(), Some("asic1"));
         assert!(cli.no_metrics);
         assert_eq!(cli.log_format, LogFormat::Json);
+        assert_eq!(cli.log_level.as_deref(), Some("debug"));
+        assert_eq!(cli.log_output, Some(LogOutput::Stderr));
     }
 
     #[test]

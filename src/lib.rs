@@ -51,6 +51,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         warn!("the metrics endpoint is not part of this build yet; running as with --no-metrics");
     }
     info!(version = env!("CARGO_PKG_VERSION"), db_config = %cli.db_config.display(), namespace = namespace.as_deref().unwrap_or(""), "portsyncd starting");
+    sonic::logger_table::spawn(&layout.config, cli.redis_tcp)?;
 
     let mut sigterm =
         signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;

@@ -7,7 +7,7 @@ use portsyncd::config::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = portsyncd::logging::init(cli.log_format, &cli.log_level) {
+    if let Err(e) = portsyncd::logging::init(&cli) {
         eprintln!("portsyncd: {e:#}");
         return ExitCode::from(2);
     }

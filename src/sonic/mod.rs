@@ -3,5 +3,6 @@
 
 pub mod connect;
 pub mod db_config;
+pub mod logger_table;
 pub mod scripts;
 pub mod warm_table;

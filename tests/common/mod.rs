@@ -755,7 +755,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Runs `ip netns exec NS portsyncd --no-metrics --db-config CFG
-    /// --log-level debug EXTRA...` (`ip netns exec` execs, so the child's pid
+    /// --log-level debug --log-output stderr EXTRA...` (`ip netns exec` execs,
+    /// so the child's pid
     /// is the daemon's).
     pub fn start(ns: &Netns, db_config: &Path, extra_args: &[&str]) -> Daemon {
         let mut cmd = Command::new("ip");
@@ -770,6 +771,23 @@ impl Daemon {
     }
 
     fn spawn(mut cmd: Command, db_config: &Path, extra_args: &[&str]) -> Daemon {
+        cmd.args(["--no-metrics", "--db-config"])
+            .arg(db_config)
+            .args(["--log-level", "debug", "--log-output", "stderr"])
+            .args(extra_args);
+        Self::launch(cmd)
+    }
+
+    /// Runs `ip netns exec NS portsyncd ARGS` with only the given arguments
+    /// (no `--log-level`, no `--log-output`), for tests of what the daemon
+    /// does without them.
+    pub fn start_bare(ns: &Netns, args: &[&std::ffi::OsStr]) -> Daemon {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns.name(), BIN]).args(args);
+        Self::launch(cmd)
+    }
+
+    fn launch(mut cmd: Command) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("psd-daemon-")
             .tempdir()
@@ -777,11 +795,7 @@ impl Daemon {
         let n = DAEMON_COUNTER.fetch_add(1, Ordering::SeqCst);
         let log = dir.path().join(format!("portsyncd-{n}.log"));
         let log_file = File::create(&log).expect("daemon log");
-        cmd.args(["--no-metrics", "--db-config"])
-            .arg(db_config)
-            .args(["--log-level", "debug"])
-            .args(extra_args)
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file);
         let child = cmd

@@ -1,0 +1,266 @@
+//! CONFIG_DB `LOGGER|portsyncd`: where every swss daemon takes its log level
+//! and output from, and what `swssloglevel -l DEBUG -c portsyncd` writes.
+//!
+//! At start the missing fields get SONiC's defaults; then a keyspace
+//! subscription on the key re-reads it on every change and applies it to the
+//! logger without a restart. This task has its own connections and never
+//! holds up port sync: while Redis is away it just keeps trying.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use futures_util::StreamExt;
+use redis::Client;
+use redis::aio::MultiplexedConnection;
+use tracing::{debug, info, warn};
+
+use super::connect::{client_for, connect};
+use super::db_config::Database;
+use crate::backoff::Backoff;
+use crate::logging::{self, LogOutput, Severity};
+
+pub const TABLE: &str = "LOGGER";
+pub const DAEMON: &str = "portsyncd";
+pub const LEVEL_FIELD: &str = "LOGLEVEL";
+pub const OUTPUT_FIELD: &str = "LOGOUTPUT";
+
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the entry asks for, with SONiC's defaults put in for missing or
+/// unknown values, and what was wrong with it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LoggerSettings {
+    pub level: Severity,
+    pub output: LogOutput,
+    pub problems: Vec<String>,
+}
+
+/// Reads the entry's fields the way upstream does: anything not understood
+/// is reported and replaced by the default.
+pub fn settings_from(fields: &HashMap<String, String>) -> LoggerSettings {
+    let mut problems = Vec::new();
+    let level = match fields.get(LEVEL_FIELD) {
+        None => Severity::DEFAULT,
+        Some(v) => Severity::from_db(v).unwrap_or_else(|| {
+            problems.push(format!(
+                "{LEVEL_FIELD} {v:?} is not one of EMERG, ALERT, CRIT, ERROR, WARN, NOTICE, \
+                 INFO, DEBUG; using {}",
+                Severity::DEFAULT.as_str()
+            ));
+            Severity::DEFAULT
+        }),
+    };
+    let output = match fields.get(OUTPUT_FIELD) {
+        None => LogOutput::DEFAULT,
+        Some(v) => LogOutput::from_db(v).unwrap_or_else(|| {
+            problems.push(format!(
+                "{OUTPUT_FIELD} {v:?} is not one of SYSLOG, STDOUT, STDERR; using {}",
+                LogOutput::DEFAULT.as_str()
+            ));
+            LogOutput::DEFAULT
+        }),
+    };
+    LoggerSettings {
+        level,
+        output,
+        problems,
+    }
+}
+
+/// Whether `notify-keyspace-events` flags publish keyspace events for hash
+/// commands: `K` plus `h` or `A` (SONiC's database container sets `AKE`).
+pub fn notifications_cover_hashes(flags: &str) -> bool {
+    flags.contains('K') && (flags.contains('A') || flags.contains('h'))
+}
+
+/// Starts following `LOGGER|portsyncd` of `config` in the background.
+pub fn spawn(config: &Database, tcp: bool) -> Result<()> {
+    let client = client_for(config, tcp)?;
+    let key = config.key(TABLE, DAEMON);
+    let channel = format!("__keyspace@{}__:{key}", config.id);
+    tokio::spawn(follow(client, key, channel));
+    Ok(())
+}
+
+/// Runs for the life of the process, reconnecting whenever Redis goes away
+/// (the key may have changed meanwhile, so it is re-read every time).
+async fn follow(client: Client, key: String, channel: String) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut said_notifications_off = false;
+    let mut failures = 0u32;
+    let mut followed_before = false;
+    loop {
+        let said = &mut said_notifications_off;
+        let result = follow_once(&client, &key, &channel, said, &mut followed_before).await;
+        match result {
+            Ok(()) => {
+                failures = 0;
+                backoff.reset();
+                warn!("lost the CONFIG_DB subscription to {key}; reconnecting");
+            }
+            Err(e) => {
+                // Once is enough in the log while Redis stays away.
+                if failures == 0 {
+                    warn!(error = %e, "cannot follow CONFIG_DB {key}; retrying");
+                } else {
+                    debug!(error = %e, "cannot follow CONFIG_DB {key}; retrying");
+                }
+                failures += 1;
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Subscribes, writes the defaults, applies the entry, then applies every
+/// change until the subscription ends.
+async fn follow_once(
+    client: &Client,
+    key: &str,
+    channel: &str,
+    said_notifications_off: &mut bool,
+    followed_before: &mut bool,
+) -> Result<()> {
+    // Subscribe before reading, so no change slips in between.
+    let mut pubsub = tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| anyhow!("connecting for the keyspace subscription timed out"))?
+        .map_err(|e| anyhow!("cannot connect for the keyspace subscription: {e}"))?;
+    pubsub
+        .subscribe(channel)
+        .await
+        .map_err(|e| anyhow!("cannot subscribe to {channel}: {e}"))?;
+    let mut conn = connect(client)
+        .await
+        .map_err(|e| anyhow!("cannot connect: {e}"))?;
+    if !*said_notifications_off {
+        *said_notifications_off = warn_if_notifications_off(&mut conn, key).await;
+    }
+    write_defaults(&mut conn, key).await?;
+    apply(&mut conn, key).await?;
+    if *followed_before {
+        info!("following CONFIG_DB {key} again");
+    }
+    *followed_before = true;
+    let mut changes = pubsub.on_message();
+    while let Some(message) = changes.next().await {
+        debug!(
+            channel = message.get_channel_name(),
+            "CONFIG_DB {key} changed"
+        );
+        apply(&mut conn, key).await?;
+    }
+    Ok(())
+}
+
+/// Says once that changes will not be followed when the server does not
+/// publish them. Returns whether it said so.
+async fn warn_if_notifications_off(conn: &mut MultiplexedConnection, key: &str) -> bool {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query_async(conn)
+        .await;
+    match reply {
+        Ok(pair) => {
+            let flags = pair.get(1).map(String::as_str).unwrap_or("");
+            if notifications_cover_hashes(flags) {
+                return false;
+            }
+            warn!(
+                notify_keyspace_events = flags,
+                "Redis has keyspace notifications off, so changes to CONFIG_DB {key} are not \
+                 followed: the log level read at start-up stays until portsyncd restarts \
+                 (SONiC's database container runs Redis with notify-keyspace-events AKE)"
+            );
+            true
+        }
+        Err(e) => {
+            debug!(error = %e, "cannot read notify-keyspace-events; assuming notifications are on");
+            false
+        }
+    }
+}
+
+/// Writes SONiC's default for each missing field, leaving present ones alone.
+async fn write_defaults(conn: &mut MultiplexedConnection, key: &str) -> Result<()> {
+    let (level_written, output_written): (bool, bool) = redis::pipe()
+        .atomic()
+        .hset_nx(key, LEVEL_FIELD, Severity::DEFAULT.as_str())
+        .hset_nx(key, OUTPUT_FIELD, LogOutput::DEFAULT.as_str())
+        .query_async(conn)
+        .await
+        .map_err(|e| anyhow!("cannot write the defaults of {key}: {e}"))?;
+    if level_written || output_written {
+        info!(
+            level_written,
+            output_written, "wrote the missing defaults of CONFIG_DB {key}"
+        );
+    }
+    Ok(())
+}
+
+/// Reads the entry and hands it to the logger.
+async fn apply(conn: &mut MultiplexedConnection, key: &str) -> Result<()> {
+    let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .map_err(|e| anyhow!("cannot read {key}: {e}"))?;
+    let settings = settings_from(&fields);
+    for problem in &settings.problems {
+        warn!("CONFIG_DB {key}: {problem}");
+    }
+    if let Some(control) = logging::control() {
+        let source = format!("CONFIG_DB {key}");
+        control.apply_db_level(settings.level, &source);
+        control.apply_db_output(settings.output, &source);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn missing_fields_take_sonic_defaults() {
+        let s = settings_from(&HashMap::new());
+        assert_eq!((s.level, s.output), (Severity::Notice, LogOutput::Syslog));
+        assert!(s.problems.is_empty());
+    }
+
+    #[test]
+    fn present_fields_are_used() {
+        let s = settings_from(&fields(&[("LOGLEVEL", "DEBUG"), ("LOGOUTPUT", "STDERR")]));
+        assert_eq!((s.level, s.output), (Severity::Debug, LogOutput::Stderr));
+    }
+
+    #[test]
+    fn unknown_values_are_reported_and_defaulted() {
+        let s = settings_from(&fields(&[("LOGLEVEL", "LOUD"), ("LOGOUTPUT", "FILE")]));
+        assert_eq!((s.level, s.output), (Severity::Notice, LogOutput::Syslog));
+        assert_eq!(s.problems.len(), 2);
+        assert!(s.problems[0].contains("\"LOUD\""), "{:?}", s.problems);
+    }
+
+    #[test]
+    fn notification_flags_are_understood() {
+        assert!(notifications_cover_hashes("AKE"));
+        assert!(notifications_cover_hashes("Kh"));
+        assert!(!notifications_cover_hashes(""));
+        assert!(
+            !notifications_cover_hashes("AE"),
+            "keyevent only is not enough"
+        );
+        assert!(!notifications_cover_hashes("Kg"));
+    }
+}
