@@ -9,9 +9,10 @@
 # Keys are written with mode 0600 (the daemon refuses a key that group or
 # others can read); certificates with 0644.
 #
-# Usage: gen-certs.sh OUTDIR [CLIENT_DNS [CLIENT_URI]]
+# Usage: [CA_NAME=...] gen-certs.sh OUTDIR [CLIENT_DNS [CLIENT_URI]]
 #   CLIENT_DNS defaults to prometheus.example,
-#   CLIENT_URI to spiffe://example/prometheus.
+#   CLIENT_URI to spiffe://example/prometheus,
+#   CA_NAME (the CA's CN) to "portsyncd metrics CA".
 # Install on a switch: copy ca.crt, server.crt, server.key to
 # /etc/portsyncd/metrics/ (or pass --metrics-ca/--metrics-cert/--metrics-key),
 # and give client.crt/client.key to the scraper.
@@ -39,7 +40,7 @@ sign() {
 }
 
 newkey ca.key
-openssl req -x509 -new -key ca.key -sha384 -days 3650 -subj "/CN=portsyncd metrics CA" \
+openssl req -x509 -new -key ca.key -sha384 -days 3650 -subj "/CN=${CA_NAME:-portsyncd metrics CA}" \
     -addext "basicConstraints=critical,CA:TRUE" \
     -addext "keyUsage=critical,keyCertSign,cRLSign" \
     -addext "subjectKeyIdentifier=hash" -out ca.crt

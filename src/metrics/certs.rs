@@ -123,8 +123,8 @@ pub fn load(args: &MetricsArgs) -> Result<TlsMaterial> {
     let chain = read_certs(&args.metrics_cert, "metrics certificate", "--metrics-cert")?;
     let cert_not_after = check_not_expired(&chain[0], &args.metrics_cert, "metrics certificate")?;
 
-    check_key_permissions(&args.metrics_key)?;
     let key_pem = read(&args.metrics_key, "metrics key", "--metrics-key")?;
+    check_key_permissions(&args.metrics_key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         anyhow!(
             "the metrics key {} holds no PEM private key ({e:?}); {GENERATE_HINT}",

@@ -176,6 +176,7 @@ fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
                 "not_yet_valid"
             }
             CertificateError::Revoked => "revoked",
+            CertificateError::BadSignature => "bad_signature",
             CertificateError::Other(o) if o.0.downcast_ref::<NotAllowed>().is_some() => {
                 "client_not_allowed"
             }

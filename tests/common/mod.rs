@@ -753,7 +753,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Runs `ip netns exec NS portsyncd --no-metrics --db-config CFG
-    /// --log-level debug EXTRA...` (`ip netns exec` execs, so the child's pid
+    /// --log-level debug EXTRA...` (without `--no-metrics` when EXTRA has
+    /// `--metrics-listen`) (`ip netns exec` execs, so the child's pid
     /// is the daemon's).
     pub fn start(ns: &Netns, db_config: &Path, extra_args: &[&str]) -> Daemon {
         let mut cmd = Command::new("ip");
@@ -775,7 +776,12 @@ impl Daemon {
         let n = DAEMON_COUNTER.fetch_add(1, Ordering::SeqCst);
         let log = dir.path().join(format!("portsyncd-{n}.log"));
         let log_file = File::create(&log).expect("daemon log");
-        cmd.args(["--no-metrics", "--db-config"])
+        // Tests of the metrics endpoint pass --metrics-listen; all others
+        // run without it.
+        if !extra_args.contains(&"--metrics-listen") {
+            cmd.arg("--no-metrics");
+        }
+        cmd.args(["--db-config"])
             .arg(db_config)
             .args(["--log-level", "debug"])
             .args(extra_args)

@@ -1,0 +1,472 @@
+//! The metrics endpoint against real TLS clients (curl, openssl, promtool):
+//! the good client gets its scrape; every other client is refused, each in
+//! its own test, and the refusal is counted by reason; start-up refuses an
+//! unsafe configuration; the certificate reloads on SIGHUP.
+
+mod common;
+mod common_tls;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Bed, Daemon, RedisServer, wait_until};
+use common_tls::*;
+
+/// One configured port ([`start_daemon`] creates its netdev).
+fn bed() -> Bed {
+    Bed::new(&["Ethernet0"])
+}
+
+#[test]
+fn good_client_gets_metrics_promtool_accepts_and_healthz_passes() {
+    let bed = bed();
+    let certs = Certs::new();
+    let _d = start_daemon(&bed, &certs, &[]);
+    // Wait for start-up to finish so every metric has its steady value.
+    let body = wait_sample_at_least(&bed.ns, &certs, "portsyncd_port_init_done", 1.0);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused the body: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for family in [
+        "portsyncd_link_events_received_total",
+        "portsyncd_tls_certificate_expiry_timestamp_seconds{file=\"server\"}",
+        "portsyncd_process_resident_memory_bytes",
+        "portsyncd_process_open_fds",
+        "portsyncd_redis_up",
+    ] {
+        assert!(sample(&body, family).is_some(), "{family} missing:\n{body}");
+    }
+
+    let (cert, key) = certs.client();
+    let health = curl(
+        &bed.ns,
+        &certs.path("ca.crt"),
+        Some((&cert, &key)),
+        &[],
+        HEALTH_URL,
+    );
+    assert_eq!(health.code, "200", "{health:?}");
+    let json: serde_json::Value = serde_json::from_str(&health.body).expect("healthz JSON");
+    assert_eq!(json["status"], "pass", "{json:#}");
+    let names: Vec<&str> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "redis",
+            "netlink",
+            "queue",
+            "ports_initialised",
+            "warm_restart",
+            "certificates"
+        ]
+    );
+}
+
+#[test]
+fn openmetrics_is_served_when_asked_for() {
+    let bed = bed();
+    let certs = Certs::new();
+    let _d = start_daemon(&bed, &certs, &[]);
+    let (cert, key) = certs.client();
+    let r = curl(
+        &bed.ns,
+        &certs.path("ca.crt"),
+        Some((&cert, &key)),
+        &["-H", "Accept: application/openmetrics-text; version=1.0.0"],
+        METRICS_URL,
+    );
+    assert_eq!(r.code, "200", "{r:?}");
+    assert!(r.body.ends_with("# EOF\n"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("# UNIT portsyncd_event_latency_seconds seconds"),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn a_client_that_scrapes_too_often_gets_429_with_retry_after() {
+    let bed = bed();
+    let certs = Certs::new();
+    let _d = start_daemon(&bed, &certs, &[]);
+    let (cert, key) = certs.client();
+    // One curl, one connection, 40 requests back to back: more than the
+    // per-client burst.
+    let urls: Vec<&str> = std::iter::repeat_n(HEALTH_URL, 40).collect();
+    let mut args = vec!["-D", "/dev/stdout", "-o", "/dev/null"];
+    args.extend(urls);
+    let r = curl(
+        &bed.ns,
+        &certs.path("ca.crt"),
+        Some((&cert, &key)),
+        &args,
+        METRICS_URL,
+    );
+    assert!(r.code.contains("HTTP/1.1 200"), "{r:?}");
+    assert!(r.code.contains("HTTP/1.1 429"), "{r:?}");
+    assert!(r.code.to_lowercase().contains("retry-after: "), "{r:?}");
+}
+
+#[test]
+fn only_get_and_head_on_metrics_and_healthz() {
+    let bed = bed();
+    let certs = Certs::new();
+    let _d = start_daemon(&bed, &certs, &[]);
+    let (cert, key) = certs.client();
+    let ca = certs.path("ca.crt");
+    let client = Some((cert.as_path(), key.as_path()));
+    let post = curl(&bed.ns, &ca, client, &["-X", "POST"], METRICS_URL);
+    assert_eq!(post.code, "405", "{post:?}");
+    let other = curl(&bed.ns, &ca, client, &[], "https://[::1]:9090/");
+    assert_eq!(other.code, "404", "{other:?}");
+    let head = curl(&bed.ns, &ca, client, &["-I"], METRICS_URL);
+    assert_eq!(head.code, "200", "{head:?}");
+    assert!(
+        head.body.contains("x-content-type-options: nosniff"),
+        "{head:?}"
+    );
+}
+
+/// One refused client: curl gets no HTTP answer, and the good client then
+/// sees the refusal counted under `reason`.
+fn assert_refused_and_counted(bed: &Bed, certs: &Certs, r: &Curl, reason: &str) {
+    assert_refused(r);
+    let series = format!("portsyncd_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+    wait_sample_at_least(&bed.ns, certs, &series, 1.0);
+}
+
+#[test]
+fn refused_without_a_client_certificate() {
+    let bed = bed();
+    let certs = Certs::new();
+    let _d = start_daemon(&bed, &certs, &[]);
+    let r = curl(&bed.ns, &certs.path("ca.crt"), None, &[], METRICS_URL);
+    assert_refused_and_counted(&bed, &certs, &r, "no_client_certificate");
+}
+
+#[test]
+fn refused_with_a_certificate_from_another_ca() {
+    let bed = bed();
+    let certs = Certs::new();
+    let other = certs.other_ca_set();
+    let _d = start_daemon(&bed, &certs, &[]);
+    let r = curl(
+        &bed.ns,
+        &certs.path("ca.crt"),
+        Some((&other.join("client.crt"), &other.join("client.key"))),
+        &[],
+        METRICS_URL,
+    );
+    assert_refused_and_counted(&bed, &certs, &r, "unknown_issuer");
+}
+
+#[test]
+fn refused_with_an_expired_certificate() {
+    let bed = bed();
+    let certs = Certs::new();
+    let (cert, key) = certs.sign_client(
+        "expired",
+        "prometheus.example",
+        "spiffe://example/prometheus",
+        Some(("20200101000000Z", "20200102000000Z")),
+    );
+    let _d = start_daemon(&bed, &certs, &[]);
+    let r = curl(
+        &bed.ns,
+        &certs.path("ca.crt"),
+        Some((&cert, &key)),
+        &[],
+        METRICS_URL,
+    );
+    assert_refused_and_counted(&bed, &certs, &r, "expired");
+}
+
+#[test]
+fn refused_outside_the_allow_list_even_with_a_matching_cn() {
+    let bed = bed();
+    let certs = Certs::new();
+    // The subject CN is the allowed name; the SANs are not: the CN must not count.
+    let (cert, key) = certs.sign_client_with_cn(
+        "intruder",
+        "prometheus.example",
+        "intruder.example",
+        "spiffe://example/intruder",
+        None,
+    );
+    let _d = start_daemon(
+        &bed,
+        &certs,
+        &["--metrics-allow-client", "prometheus.example"],
+    );
+    let r = curl(
+        &bed.ns,
+        &certs.path("ca.crt"),
+        Some((&cert, &key)),
+        &[],
+        METRICS_URL,
+    );
+    assert_refused_and_counted(&bed, &certs, &r, "client_not_allowed");
+}
+
+#[test]
+fn allow_list_matches_a_uri_san() {
+    let bed = bed();
+    let certs = Certs::new();
+    let (cert, key) =
+        certs.sign_client("scraper", "other.example", "spiffe://example/scraper", None);
+    let _d = start_daemon(
+        &bed,
+        &certs,
+        &["--metrics-allow-client", "spiffe://example/scraper"],
+    );
+    let r = curl(
+        &bed.ns,
+        &certs.path("ca.crt"),
+        Some((&cert, &key)),
+        &[],
+        METRICS_URL,
+    );
+    assert_eq!(r.code, "200", "{r:?}");
+}
+
+#[test]
+fn refused_to_a_tls12_client() {
+    let bed = bed();
+    let certs = Certs::new();
+    let _d = start_daemon(&bed, &certs, &[]);
+    let (cert, key) = certs.client();
+    // --tls-max 1.2 overrides the helper's --tlsv1.3 minimum: a pure TLS 1.2 client.
+    let r = curl(
+        &bed.ns,
+        &certs.path("ca.crt"),
+        Some((&cert, &key)),
+        &["--tlsv1.2", "--tls-max", "1.2"],
+        METRICS_URL,
+    );
+    assert_refused_and_counted(&bed, &certs, &r, "no_common_version");
+}
+
+#[test]
+fn refused_to_an_aes128_only_tls13_client_under_cnsa() {
+    let bed = bed();
+    let certs = Certs::new();
+    let _d = start_daemon(&bed, &certs, &[]);
+    let (cert, key) = certs.client();
+    let r = curl(
+        &bed.ns,
+        &certs.path("ca.crt"),
+        Some((&cert, &key)),
+        &["--tls13-ciphers", "TLS_AES_128_GCM_SHA256"],
+        METRICS_URL,
+    );
+    assert_refused_and_counted(&bed, &certs, &r, "no_common_cipher_suite");
+}
+
+#[test]
+fn aes128_is_accepted_under_the_modern_profile() {
+    let bed = bed();
+    let certs = Certs::new();
+    let _d = start_daemon(&bed, &certs, &["--tls-profile", "modern"]);
+    let (cert, key) = certs.client();
+    let r = curl(
+        &bed.ns,
+        &certs.path("ca.crt"),
+        Some((&cert, &key)),
+        &["--tls13-ciphers", "TLS_AES_128_GCM_SHA256"],
+        METRICS_URL,
+    );
+    assert_eq!(r.code, "200", "{r:?}");
+}
+
+/// Starts the daemon with `args` and expects it to exit non-zero with a log
+/// that contains every one of `expected`.
+fn assert_startup_refused(args: &[&str], expected: &[&str]) {
+    let redis = RedisServer::start();
+    let mut d = Daemon::start_here(redis.db_config(), args);
+    let status = d.wait_exit(Duration::from_secs(10));
+    assert!(!status.success(), "start-up should fail: {}", d.log());
+    let log = d.log();
+    for e in expected {
+        assert!(log.contains(e), "log should say {e:?}:\n{log}");
+    }
+}
+
+fn args_with(certs: &Certs, replace: &[(&str, &str)]) -> Vec<String> {
+    let mut args = certs.daemon_args();
+    for (flag, value) in replace {
+        let i = args.iter().position(|a| a == flag).expect("flag");
+        args[i + 1] = value.to_string();
+    }
+    args
+}
+
+#[test]
+fn startup_refuses_an_ipv4_address() {
+    let certs = Certs::new();
+    let args = args_with(&certs, &[("--metrics-listen", "127.0.0.1:9090")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_startup_refused(&args, &["127.0.0.1:9090 is an IPv4 address", "[::1]:9090"]);
+    let args = args_with(&certs, &[("--metrics-listen", "[::ffff:127.0.0.1]:9090")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_startup_refused(&args, &["IPv4-mapped"]);
+}
+
+#[test]
+fn startup_refuses_a_missing_key() {
+    let certs = Certs::new();
+    let missing = certs.path("nope.key").display().to_string();
+    let args = args_with(&certs, &[("--metrics-key", &missing)]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_startup_refused(&args, &[&missing, "is missing", "--metrics-key"]);
+}
+
+#[test]
+fn startup_refuses_a_world_readable_key() {
+    let certs = Certs::new();
+    let key = certs.path("server.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let args = certs.daemon_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_startup_refused(&args, &[&key.display().to_string(), "chmod 600"]);
+}
+
+#[test]
+fn startup_refuses_a_key_that_does_not_match_the_certificate() {
+    let certs = Certs::new();
+    let args = args_with(
+        &certs,
+        &[(
+            "--metrics-key",
+            &certs.path("client.key").display().to_string(),
+        )],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_startup_refused(&args, &["does not belong to the certificate"]);
+}
+
+/// Re-signs the server certificate (same key, new serial) and installs it
+/// by rename, as a certificate manager would.
+fn renew_server_cert(certs: &Certs) -> String {
+    let dir = certs.dir();
+    let ext = dir.join("renew.ext");
+    fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:::1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let csr = dir.join("renew.csr");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-subj",
+            "/CN=portsyncd renewed",
+            "-sha384",
+            "-key",
+        ])
+        .arg(dir.join("server.key"))
+        .arg("-out")
+        .arg(&csr)
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let new = dir.join("server.crt.new");
+    let out = Command::new("openssl")
+        .args([
+            "x509",
+            "-req",
+            "-days",
+            "30",
+            "-sha384",
+            "-set_serial",
+            "4242",
+            "-in",
+        ])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(dir.join("ca.crt"))
+        .arg("-CAkey")
+        .arg(dir.join("ca.key"))
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&new)
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let pem = fs::read_to_string(&new).unwrap();
+    fs::rename(&new, dir.join("server.crt")).unwrap();
+    fingerprint_of_pem(pem.trim())
+}
+
+fn sighup(d: &Daemon) {
+    // SAFETY: kill(2) on our own child process.
+    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) }, 0);
+}
+
+#[test]
+fn sighup_serves_a_renewed_certificate_and_garbage_keeps_the_old_one() {
+    let bed = bed();
+    let certs = Certs::new();
+    let mut d = start_daemon(&bed, &certs, &[]);
+    let original = fingerprint_of_pem(fs::read_to_string(certs.path("server.crt")).unwrap().trim());
+    assert_eq!(served_fingerprint(&bed.ns, &certs), original);
+
+    let renewed = renew_server_cert(&certs);
+    assert_ne!(renewed, original);
+    sighup(&d);
+    wait_until(
+        RELOAD_DEADLINE,
+        "the renewed certificate to be served",
+        || served_fingerprint(&bed.ns, &certs) == renewed,
+    );
+
+    fs::write(certs.path("server.crt.new"), "this is not a certificate\n").unwrap();
+    fs::rename(certs.path("server.crt.new"), certs.path("server.crt")).unwrap();
+    sighup(&d);
+    wait_sample_at_least(
+        &bed.ns,
+        &certs,
+        "portsyncd_tls_reloads_total{reason=\"failed\"}",
+        1.0,
+    );
+    let body = scrape(&bed.ns, &certs);
+    assert_eq!(
+        sample(&body, "portsyncd_tls_last_reload_success"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(served_fingerprint(&bed.ns, &certs), renewed);
+    d.assert_alive();
+    assert!(
+        d.log().contains("metrics TLS reload refused"),
+        "{}",
+        d.log()
+    );
+}
