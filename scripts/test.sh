@@ -20,6 +20,9 @@ declare -A provides=(
     [ip]=iproute2
     [openssl]=openssl
     [curl]=curl
+    [prometheus]=prometheus
+    [promtool]=prometheus
+    [nginx]=nginx
 )
 missing=()
 for cmd in "${!provides[@]}"; do
