@@ -208,6 +208,29 @@ fn refused_with_an_expired_certificate() {
 }
 
 #[test]
+fn refused_with_a_revoked_certificate_when_a_crl_is_given() {
+    let bed = bed();
+    let certs = Certs::new();
+    let (cert, key) = certs.sign_client(
+        "revoked",
+        "prometheus.example",
+        "spiffe://example/prometheus",
+        None,
+    );
+    let crl = certs.revoke(&cert);
+    let _d = start_daemon(&bed, &certs, &["--metrics-crl", crl.to_str().unwrap()]);
+    let r = curl(
+        &bed.ns,
+        &certs.path("ca.crt"),
+        Some((&cert, &key)),
+        &[],
+        METRICS_URL,
+    );
+    // The good client (not revoked) still scrapes and sees the count.
+    assert_refused_and_counted(&bed, &certs, &r, "revoked");
+}
+
+#[test]
 fn refused_outside_the_allow_list_even_with_a_matching_cn() {
     let bed = bed();
     let certs = Certs::new();

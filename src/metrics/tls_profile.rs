@@ -158,3 +158,44 @@ impl TlsProfile {
         Ok(Arc::new(config))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls::CipherSuite;
+    use rustls::NamedGroup;
+
+    use super::*;
+
+    #[test]
+    fn cnsa_offers_only_aes256_mlkem1024_secp384r1_and_p384() {
+        let p = TlsProfile::Cnsa.provider();
+        let suites: Vec<_> = p.cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(suites, [CipherSuite::TLS13_AES_256_GCM_SHA384]);
+        let groups: Vec<_> = p.kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(groups, [NamedGroup::MLKEM1024, NamedGroup::secp384r1]);
+        assert_eq!(
+            p.signature_verification_algorithms
+                .mapping
+                .iter()
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>(),
+            [SignatureScheme::ECDSA_NISTP384_SHA384]
+        );
+        assert_eq!(p.signature_verification_algorithms.all.len(), 1);
+        assert!(
+            p.cipher_suites
+                .iter()
+                .all(|s| s.version() == &rustls::version::TLS13)
+        );
+    }
+
+    #[test]
+    fn modern_adds_the_other_tls13_suites_and_groups() {
+        let p = TlsProfile::Modern.provider();
+        assert_eq!(p.cipher_suites.len(), 3);
+        let groups: Vec<_> = p.kx_groups.iter().map(|g| g.name()).collect();
+        assert!(
+            groups.contains(&NamedGroup::X25519MLKEM768) && groups.contains(&NamedGroup::X25519)
+        );
+    }
+}

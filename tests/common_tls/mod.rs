@@ -21,6 +21,7 @@ pub const HEALTH_URL: &str = "https://[::1]:9090/healthz";
 
 const GEN_CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs-example/gen-certs.sh");
 const SIGN_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/sign-client.sh");
+const REVOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/revoke.sh");
 
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
@@ -96,6 +97,19 @@ impl Certs {
         }
         run_ok(&mut cmd);
         (prefix.with_extension("crt"), prefix.with_extension("key"))
+    }
+
+    /// A CRL from this set's CA that revokes `cert`.
+    pub fn revoke(&self, cert: &Path) -> PathBuf {
+        let crl = self.path("revoked.crl");
+        run_ok(
+            Command::new("bash")
+                .arg(REVOKE)
+                .arg(self.dir.path())
+                .arg(cert)
+                .arg(&crl),
+        );
+        crl
     }
 
     /// A whole second set (another CA, with another name) under `other/`.
