@@ -189,15 +189,7 @@ fn nginx_example_proxies_a_scrape_end_to_end() {
     let r = wait_for(
         DEADLINE,
         "a scrape through nginx",
-        || {
-            curl(
-                &bed.ns,
-                &certs.path("ca.crt"),
-                Some((&cert, &key)),
-                &[],
-                url,
-            )
-        },
+        || curl_as(&bed.ns, &certs, (&cert, &key), &[], url),
         |r| r.code == "200",
     );
     assert!(
@@ -209,13 +201,7 @@ fn nginx_example_proxies_a_scrape_end_to_end() {
     // (nginx answers 400), and directly by the daemon (not on the list).
     let no_cert = curl(&bed.ns, &certs.path("ca.crt"), None, &[], url);
     assert_eq!(no_cert.code, "400", "{no_cert:?}");
-    let direct = curl(
-        &bed.ns,
-        &certs.path("ca.crt"),
-        Some((&cert, &key)),
-        &[],
-        METRICS_URL,
-    );
+    let direct = curl_as(&bed.ns, &certs, (&cert, &key), &[], METRICS_URL);
     assert_refused(&direct);
 }
 

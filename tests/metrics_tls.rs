@@ -9,24 +9,58 @@ mod common_tls;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Bed, Daemon, RedisServer, wait_until};
 use common_tls::*;
 
-/// One configured port ([`start_daemon`] creates its netdev).
-fn bed() -> Bed {
-    Bed::new(&["Ethernet0"])
+/// A test's running endpoint: the daemon (dropped first), its certificate
+/// set, and the bed with one configured port ([`start_daemon`] creates its
+/// netdev).
+struct Endpoint {
+    daemon: Daemon,
+    certs: Certs,
+    bed: Bed,
+}
+
+impl Endpoint {
+    fn start(daemon_args: &[&str]) -> Endpoint {
+        Self::start_with(Certs::new(), daemon_args)
+    }
+
+    fn start_with(certs: Certs, daemon_args: &[&str]) -> Endpoint {
+        let bed = Bed::new(&["Ethernet0"]);
+        let daemon = start_daemon(&bed, &certs, daemon_args);
+        Endpoint { daemon, certs, bed }
+    }
+
+    /// One curl run with `client` as the client certificate.
+    fn request_as(&self, client: (&Path, &Path), curl_args: &[&str], url: &str) -> Curl {
+        curl_as(&self.bed.ns, &self.certs, client, curl_args, url)
+    }
+
+    /// One curl run by the good client.
+    fn request(&self, curl_args: &[&str], url: &str) -> Curl {
+        let (cert, key) = self.certs.client();
+        self.request_as((&cert, &key), curl_args, url)
+    }
+
+    /// `r` got no HTTP answer, and the good client then sees the refusal
+    /// counted under `reason`.
+    fn assert_refused_and_counted(&self, r: &Curl, reason: &str) {
+        assert_refused(r);
+        let series = format!("portsyncd_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+        wait_sample_at_least(&self.bed.ns, &self.certs, &series, 1.0);
+    }
 }
 
 #[test]
 fn good_client_gets_metrics_promtool_accepts_and_healthz_passes() {
-    let bed = bed();
-    let certs = Certs::new();
-    let _d = start_daemon(&bed, &certs, &[]);
+    let e = Endpoint::start(&[]);
     // Wait for start-up to finish so every metric has its steady value.
-    let body = wait_sample_at_least(&bed.ns, &certs, "portsyncd_port_init_done", 1.0);
+    let body = wait_sample_at_least(&e.bed.ns, &e.certs, "portsyncd_port_init_done", 1.0);
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -57,14 +91,7 @@ fn good_client_gets_metrics_promtool_accepts_and_healthz_passes() {
         assert!(sample(&body, family).is_some(), "{family} missing:\n{body}");
     }
 
-    let (cert, key) = certs.client();
-    let health = curl(
-        &bed.ns,
-        &certs.path("ca.crt"),
-        Some((&cert, &key)),
-        &[],
-        HEALTH_URL,
-    );
+    let health = e.request(&[], HEALTH_URL);
     assert_eq!(health.code, "200", "{health:?}");
     let json: serde_json::Value = serde_json::from_str(&health.body).expect("healthz JSON");
     assert_eq!(json["status"], "pass", "{json:#}");
@@ -89,14 +116,8 @@ fn good_client_gets_metrics_promtool_accepts_and_healthz_passes() {
 
 #[test]
 fn openmetrics_is_served_when_asked_for() {
-    let bed = bed();
-    let certs = Certs::new();
-    let _d = start_daemon(&bed, &certs, &[]);
-    let (cert, key) = certs.client();
-    let r = curl(
-        &bed.ns,
-        &certs.path("ca.crt"),
-        Some((&cert, &key)),
+    let e = Endpoint::start(&[]);
+    let r = e.request(
         &["-H", "Accept: application/openmetrics-text; version=1.0.0"],
         METRICS_URL,
     );
@@ -112,22 +133,12 @@ fn openmetrics_is_served_when_asked_for() {
 
 #[test]
 fn a_client_that_scrapes_too_often_gets_429_with_retry_after() {
-    let bed = bed();
-    let certs = Certs::new();
-    let _d = start_daemon(&bed, &certs, &[]);
-    let (cert, key) = certs.client();
+    let e = Endpoint::start(&[]);
     // One curl, one connection, 40 requests back to back: more than the
-    // per-client burst.
-    let urls: Vec<&str> = std::iter::repeat_n(HEALTH_URL, 40).collect();
+    // per-client burst. Headers go to stdout, where `code` collects them.
     let mut args = vec!["-D", "/dev/stdout", "-o", "/dev/null"];
-    args.extend(urls);
-    let r = curl(
-        &bed.ns,
-        &certs.path("ca.crt"),
-        Some((&cert, &key)),
-        &args,
-        METRICS_URL,
-    );
+    args.extend(std::iter::repeat_n(HEALTH_URL, 40));
+    let r = e.request(&args, METRICS_URL);
     assert!(r.code.contains("HTTP/1.1 200"), "{r:?}");
     assert!(r.code.contains("HTTP/1.1 429"), "{r:?}");
     assert!(r.code.to_lowercase().contains("retry-after: "), "{r:?}");
@@ -135,17 +146,12 @@ fn a_client_that_scrapes_too_often_gets_429_with_retry_after() {
 
 #[test]
 fn only_get_and_head_on_metrics_and_healthz() {
-    let bed = bed();
-    let certs = Certs::new();
-    let _d = start_daemon(&bed, &certs, &[]);
-    let (cert, key) = certs.client();
-    let ca = certs.path("ca.crt");
-    let client = Some((cert.as_path(), key.as_path()));
-    let post = curl(&bed.ns, &ca, client, &["-X", "POST"], METRICS_URL);
+    let e = Endpoint::start(&[]);
+    let post = e.request(&["-X", "POST"], METRICS_URL);
     assert_eq!(post.code, "405", "{post:?}");
-    let other = curl(&bed.ns, &ca, client, &[], "https://[::1]:9090/");
+    let other = e.request(&[], "https://[::1]:9090/");
     assert_eq!(other.code, "404", "{other:?}");
-    let head = curl(&bed.ns, &ca, client, &["-I"], METRICS_URL);
+    let head = e.request(&["-I"], METRICS_URL);
     assert_eq!(head.code, "200", "{head:?}");
     assert!(
         head.body.contains("x-content-type-options: nosniff"),
@@ -153,63 +159,40 @@ fn only_get_and_head_on_metrics_and_healthz() {
     );
 }
 
-/// One refused client: curl gets no HTTP answer, and the good client then
-/// sees the refusal counted under `reason`.
-fn assert_refused_and_counted(bed: &Bed, certs: &Certs, r: &Curl, reason: &str) {
-    assert_refused(r);
-    let series = format!("portsyncd_tls_handshake_failures_total{{reason=\"{reason}\"}}");
-    wait_sample_at_least(&bed.ns, certs, &series, 1.0);
-}
-
 #[test]
 fn refused_without_a_client_certificate() {
-    let bed = bed();
-    let certs = Certs::new();
-    let _d = start_daemon(&bed, &certs, &[]);
-    let r = curl(&bed.ns, &certs.path("ca.crt"), None, &[], METRICS_URL);
-    assert_refused_and_counted(&bed, &certs, &r, "no_client_certificate");
+    let e = Endpoint::start(&[]);
+    let r = curl(&e.bed.ns, &e.certs.path("ca.crt"), None, &[], METRICS_URL);
+    e.assert_refused_and_counted(&r, "no_client_certificate");
 }
 
 #[test]
 fn refused_with_a_certificate_from_another_ca() {
-    let bed = bed();
-    let certs = Certs::new();
-    let other = certs.other_ca_set();
-    let _d = start_daemon(&bed, &certs, &[]);
-    let r = curl(
-        &bed.ns,
-        &certs.path("ca.crt"),
-        Some((&other.join("client.crt"), &other.join("client.key"))),
+    let e = Endpoint::start(&[]);
+    let other = e.certs.other_ca_set();
+    let r = e.request_as(
+        (&other.join("client.crt"), &other.join("client.key")),
         &[],
         METRICS_URL,
     );
-    assert_refused_and_counted(&bed, &certs, &r, "unknown_issuer");
+    e.assert_refused_and_counted(&r, "unknown_issuer");
 }
 
 #[test]
 fn refused_with_an_expired_certificate() {
-    let bed = bed();
-    let certs = Certs::new();
-    let (cert, key) = certs.sign_client(
+    let e = Endpoint::start(&[]);
+    let (cert, key) = e.certs.sign_client(
         "expired",
         "prometheus.example",
         "spiffe://example/prometheus",
         Some(("20200101000000Z", "20200102000000Z")),
     );
-    let _d = start_daemon(&bed, &certs, &[]);
-    let r = curl(
-        &bed.ns,
-        &certs.path("ca.crt"),
-        Some((&cert, &key)),
-        &[],
-        METRICS_URL,
-    );
-    assert_refused_and_counted(&bed, &certs, &r, "expired");
+    let r = e.request_as((&cert, &key), &[], METRICS_URL);
+    e.assert_refused_and_counted(&r, "expired");
 }
 
 #[test]
 fn refused_with_a_revoked_certificate_when_a_crl_is_given() {
-    let bed = bed();
     let certs = Certs::new();
     let (cert, key) = certs.sign_client(
         "revoked",
@@ -218,112 +201,56 @@ fn refused_with_a_revoked_certificate_when_a_crl_is_given() {
         None,
     );
     let crl = certs.revoke(&cert);
-    let _d = start_daemon(&bed, &certs, &["--metrics-crl", crl.to_str().unwrap()]);
-    let r = curl(
-        &bed.ns,
-        &certs.path("ca.crt"),
-        Some((&cert, &key)),
-        &[],
-        METRICS_URL,
-    );
+    let e = Endpoint::start_with(certs, &["--metrics-crl", crl.to_str().unwrap()]);
+    let r = e.request_as((&cert, &key), &[], METRICS_URL);
     // The good client (not revoked) still scrapes and sees the count.
-    assert_refused_and_counted(&bed, &certs, &r, "revoked");
+    e.assert_refused_and_counted(&r, "revoked");
 }
 
 #[test]
 fn refused_outside_the_allow_list_even_with_a_matching_cn() {
-    let bed = bed();
-    let certs = Certs::new();
+    let e = Endpoint::start(&["--metrics-allow-client", "prometheus.example"]);
     // The subject CN is the allowed name; the SANs are not: the CN must not count.
-    let (cert, key) = certs.sign_client_with_cn(
+    let (cert, key) = e.certs.sign_client_with_cn(
         "intruder",
         "prometheus.example",
         "intruder.example",
         "spiffe://example/intruder",
         None,
     );
-    let _d = start_daemon(
-        &bed,
-        &certs,
-        &["--metrics-allow-client", "prometheus.example"],
-    );
-    let r = curl(
-        &bed.ns,
-        &certs.path("ca.crt"),
-        Some((&cert, &key)),
-        &[],
-        METRICS_URL,
-    );
-    assert_refused_and_counted(&bed, &certs, &r, "client_not_allowed");
+    let r = e.request_as((&cert, &key), &[], METRICS_URL);
+    e.assert_refused_and_counted(&r, "client_not_allowed");
 }
 
 #[test]
 fn allow_list_matches_a_uri_san() {
-    let bed = bed();
-    let certs = Certs::new();
+    let e = Endpoint::start(&["--metrics-allow-client", "spiffe://example/scraper"]);
     let (cert, key) =
-        certs.sign_client("scraper", "other.example", "spiffe://example/scraper", None);
-    let _d = start_daemon(
-        &bed,
-        &certs,
-        &["--metrics-allow-client", "spiffe://example/scraper"],
-    );
-    let r = curl(
-        &bed.ns,
-        &certs.path("ca.crt"),
-        Some((&cert, &key)),
-        &[],
-        METRICS_URL,
-    );
+        e.certs
+            .sign_client("scraper", "other.example", "spiffe://example/scraper", None);
+    let r = e.request_as((&cert, &key), &[], METRICS_URL);
     assert_eq!(r.code, "200", "{r:?}");
 }
 
 #[test]
 fn refused_to_a_tls12_client() {
-    let bed = bed();
-    let certs = Certs::new();
-    let _d = start_daemon(&bed, &certs, &[]);
-    let (cert, key) = certs.client();
+    let e = Endpoint::start(&[]);
     // --tls-max 1.2 overrides the helper's --tlsv1.3 minimum: a pure TLS 1.2 client.
-    let r = curl(
-        &bed.ns,
-        &certs.path("ca.crt"),
-        Some((&cert, &key)),
-        &["--tlsv1.2", "--tls-max", "1.2"],
-        METRICS_URL,
-    );
-    assert_refused_and_counted(&bed, &certs, &r, "no_common_version");
+    let r = e.request(&["--tlsv1.2", "--tls-max", "1.2"], METRICS_URL);
+    e.assert_refused_and_counted(&r, "no_common_version");
 }
 
 #[test]
 fn refused_to_an_aes128_only_tls13_client_under_cnsa() {
-    let bed = bed();
-    let certs = Certs::new();
-    let _d = start_daemon(&bed, &certs, &[]);
-    let (cert, key) = certs.client();
-    let r = curl(
-        &bed.ns,
-        &certs.path("ca.crt"),
-        Some((&cert, &key)),
-        &["--tls13-ciphers", "TLS_AES_128_GCM_SHA256"],
-        METRICS_URL,
-    );
-    assert_refused_and_counted(&bed, &certs, &r, "no_common_cipher_suite");
+    let e = Endpoint::start(&[]);
+    let r = e.request(&["--tls13-ciphers", "TLS_AES_128_GCM_SHA256"], METRICS_URL);
+    e.assert_refused_and_counted(&r, "no_common_cipher_suite");
 }
 
 #[test]
 fn aes128_is_accepted_under_the_modern_profile() {
-    let bed = bed();
-    let certs = Certs::new();
-    let _d = start_daemon(&bed, &certs, &["--tls-profile", "modern"]);
-    let (cert, key) = certs.client();
-    let r = curl(
-        &bed.ns,
-        &certs.path("ca.crt"),
-        Some((&cert, &key)),
-        &["--tls13-ciphers", "TLS_AES_128_GCM_SHA256"],
-        METRICS_URL,
-    );
+    let e = Endpoint::start(&["--tls-profile", "modern"]);
+    let r = e.request(&["--tls13-ciphers", "TLS_AES_128_GCM_SHA256"], METRICS_URL);
     assert_eq!(r.code, "200", "{r:?}");
 }
 
@@ -455,41 +382,37 @@ fn sighup(d: &Daemon) {
 
 #[test]
 fn sighup_serves_a_renewed_certificate_and_garbage_keeps_the_old_one() {
-    let bed = bed();
-    let certs = Certs::new();
-    let mut d = start_daemon(&bed, &certs, &[]);
+    let mut e = Endpoint::start(&[]);
+    let (bed, certs, d) = (&e.bed, &e.certs, &e.daemon);
     let original = fingerprint_of_pem(fs::read_to_string(certs.path("server.crt")).unwrap().trim());
-    assert_eq!(served_fingerprint(&bed.ns, &certs), original);
+    assert_eq!(served_fingerprint(&bed.ns, certs), original);
 
-    let renewed = renew_server_cert(&certs);
+    let renewed = renew_server_cert(certs);
     assert_ne!(renewed, original);
-    sighup(&d);
+    sighup(d);
     wait_until(
         RELOAD_DEADLINE,
         "the renewed certificate to be served",
-        || served_fingerprint(&bed.ns, &certs) == renewed,
+        || served_fingerprint(&bed.ns, certs) == renewed,
     );
 
     fs::write(certs.path("server.crt.new"), "this is not a certificate\n").unwrap();
     fs::rename(certs.path("server.crt.new"), certs.path("server.crt")).unwrap();
-    sighup(&d);
+    sighup(d);
     wait_sample_at_least(
         &bed.ns,
-        &certs,
+        certs,
         "portsyncd_tls_reloads_total{reason=\"failed\"}",
         1.0,
     );
-    let body = scrape(&bed.ns, &certs);
+    let body = scrape(&bed.ns, certs);
     assert_eq!(
         sample(&body, "portsyncd_tls_last_reload_success"),
         Some(0.0),
         "{body}"
     );
-    assert_eq!(served_fingerprint(&bed.ns, &certs), renewed);
-    d.assert_alive();
-    assert!(
-        d.log().contains("metrics TLS reload refused"),
-        "{}",
-        d.log()
-    );
+    assert_eq!(served_fingerprint(&bed.ns, certs), renewed);
+    let log = d.log();
+    e.daemon.assert_alive();
+    assert!(log.contains("metrics TLS reload refused"), "{log}");
 }

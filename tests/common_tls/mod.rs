@@ -206,16 +206,22 @@ pub fn curl(
     }
 }
 
+/// curl with `client` (cert, key) as the client certificate, trusting the
+/// set's CA.
+pub fn curl_as(
+    ns: &Netns,
+    certs: &Certs,
+    client: (&Path, &Path),
+    extra: &[&str],
+    url: &str,
+) -> Curl {
+    curl(ns, &certs.path("ca.crt"), Some(client), extra, url)
+}
+
 /// A scrape by the good client; panics unless it gets 200.
 pub fn scrape(ns: &Netns, certs: &Certs) -> String {
     let (cert, key) = certs.client();
-    let r = curl(
-        ns,
-        &certs.path("ca.crt"),
-        Some((&cert, &key)),
-        &[],
-        METRICS_URL,
-    );
+    let r = curl_as(ns, certs, (&cert, &key), &[], METRICS_URL);
     assert_eq!(r.code, "200", "good client scrape: {r:?}");
     r.body
 }
@@ -239,13 +245,7 @@ pub fn wait_sample_at_least(ns: &Netns, certs: &Certs, series: &str, value: f64)
         DEADLINE,
         &format!("{series} >= {value}"),
         || {
-            let r = curl(
-                ns,
-                &certs.path("ca.crt"),
-                Some((&cert, &key)),
-                &[],
-                METRICS_URL,
-            );
+            let r = curl_as(ns, certs, (&cert, &key), &[], METRICS_URL);
             if r.code != "200" {
                 assert_eq!(r.code, "429", "good client scrape: {r:?}");
                 std::thread::sleep(Duration::from_millis(300));
