@@ -1,5 +1,5 @@
 //! Helpers for the metrics endpoint tests: certificates made per test by
-//! `certs-example/gen-certs.sh` (plus `tests/support/sign-client.sh` for
+//! `certs-example/gen-certs.sh` (plus `tests/support/test-ca.sh` for
 //! the odd ones), the daemon started with the endpoint on, and real TLS
 //! clients (curl, openssl) run inside the test's network namespace.
 
@@ -20,8 +20,7 @@ pub const METRICS_URL: &str = "https://[::1]:9090/metrics";
 pub const HEALTH_URL: &str = "https://[::1]:9090/healthz";
 
 const GEN_CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs-example/gen-certs.sh");
-const SIGN_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/sign-client.sh");
-const REVOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/revoke.sh");
+const TEST_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/test-ca.sh");
 
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
@@ -88,7 +87,7 @@ impl Certs {
         let prefix = self.path(name);
         let mut cmd = Command::new("bash");
         cmd.env("CN", cn);
-        cmd.arg(SIGN_CLIENT)
+        cmd.args([TEST_CA, "sign"])
             .arg(self.dir.path())
             .arg(&prefix)
             .args([dns, uri]);
@@ -104,7 +103,7 @@ impl Certs {
         let crl = self.path("revoked.crl");
         run_ok(
             Command::new("bash")
-                .arg(REVOKE)
+                .args([TEST_CA, "revoke"])
                 .arg(self.dir.path())
                 .arg(cert)
                 .arg(&crl),
