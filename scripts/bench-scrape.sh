@@ -75,13 +75,15 @@ samples=$(grep -vc '^#' <<<"$body")
 echo "64 ports: $families metric families, $samples samples, $(wc -c <<<"$body") bytes"
 
 # One curl per scrape (new connection and handshake each time); pauses keep
-# under the per-client rate limit (5/s, burst 20).
-times=()
+# under the per-client rate limit (5/s, burst 20). curl reports, per run,
+# when the TLS handshake was done and when the whole body was in.
 for _ in $(seq "$N"); do
-    times+=("$(scrape -o /dev/null -w '%{time_total}')")
+    scrape -o /dev/null -w '%{time_appconnect} %{time_total}\n'
     sleep 0.21
-done
-printf '%s\n' "${times[@]}" | sort -n | awk -v n="$N" '
-    { t[NR] = $1 }
-    END { printf "scrape time over %d runs: median %.2f ms, p90 %.2f ms, min %.2f ms\n",
-          n, t[int((n + 1) / 2)] * 1000, t[int(n * 0.9)] * 1000, t[1] * 1000 }'
+done >"$TMP/times"
+median() { sort -n | awk '{ t[NR] = $1 } END { printf "%.2f", t[int((NR + 1) / 2)] * 1000 }'; }
+p90() { sort -n | awk '{ t[NR] = $1 } END { printf "%.2f", t[int(NR * 0.9)] * 1000 }'; }
+echo "over $N scrapes (ms):"
+echo "  whole scrape (connect + handshake + request + body): median $(awk '{print $2}' "$TMP/times" | median), p90 $(awk '{print $2}' "$TMP/times" | p90)"
+echo "  of which TCP + TLS handshake:                        median $(awk '{print $1}' "$TMP/times" | median)"
+echo "  request + render + body after the handshake:         median $(awk '{print $2 - $1}' "$TMP/times" | median)"
