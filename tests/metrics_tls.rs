@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Bed, Daemon, RedisServer, wait_until};
+use common::{Bed, DEADLINE, Daemon, RedisServer, wait_for, wait_until};
 use common_tls::*;
 
 /// A test's running endpoint: the daemon (dropped first), its certificate
@@ -267,22 +267,13 @@ fn assert_startup_refused(args: &[&str], expected: &[&str]) {
     }
 }
 
-fn args_with(certs: &Certs, replace: &[(&str, &str)]) -> Vec<String> {
-    let mut args = certs.daemon_args();
-    for (flag, value) in replace {
-        let i = args.iter().position(|a| a == flag).expect("flag");
-        args[i + 1] = value.to_string();
-    }
-    args
-}
-
 #[test]
 fn startup_refuses_an_ipv4_address() {
     let certs = Certs::new();
-    let args = args_with(&certs, &[("--metrics-listen", "127.0.0.1:9090")]);
+    let args = certs.daemon_args(&["--metrics-listen", "127.0.0.1:9090"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_startup_refused(&args, &["127.0.0.1:9090 is an IPv4 address", "[::1]:9090"]);
-    let args = args_with(&certs, &[("--metrics-listen", "[::ffff:127.0.0.1]:9090")]);
+    let args = certs.daemon_args(&["--metrics-listen", "[::ffff:127.0.0.1]:9090"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_startup_refused(&args, &["IPv4-mapped"]);
 }
@@ -291,7 +282,7 @@ fn startup_refuses_an_ipv4_address() {
 fn startup_refuses_a_missing_key() {
     let certs = Certs::new();
     let missing = certs.path("nope.key").display().to_string();
-    let args = args_with(&certs, &[("--metrics-key", &missing)]);
+    let args = certs.daemon_args(&["--metrics-key", &missing]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_startup_refused(&args, &[&missing, "is missing", "--metrics-key"]);
 }
@@ -301,7 +292,7 @@ fn startup_refuses_a_world_readable_key() {
     let certs = Certs::new();
     let key = certs.path("server.key");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
-    let args = certs.daemon_args();
+    let args = certs.daemon_args(&[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_startup_refused(&args, &[&key.display().to_string(), "chmod 600"]);
 }
@@ -309,13 +300,8 @@ fn startup_refuses_a_world_readable_key() {
 #[test]
 fn startup_refuses_a_key_that_does_not_match_the_certificate() {
     let certs = Certs::new();
-    let args = args_with(
-        &certs,
-        &[(
-            "--metrics-key",
-            &certs.path("client.key").display().to_string(),
-        )],
-    );
+    let other_key = certs.path("client.key").display().to_string();
+    let args = certs.daemon_args(&["--metrics-key", &other_key]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_startup_refused(&args, &["does not belong to the certificate"]);
 }
@@ -415,4 +401,62 @@ fn sighup_serves_a_renewed_certificate_and_garbage_keeps_the_old_one() {
     let log = d.log();
     e.daemon.assert_alive();
     assert!(log.contains("metrics TLS reload refused"), "{log}");
+}
+
+#[test]
+fn a_changed_certificate_file_is_served_without_sighup() {
+    let e = Endpoint::start(&[]);
+    let renewed = renew_server_cert(&e.certs);
+    wait_until(
+        RELOAD_DEADLINE,
+        "the renewed certificate to be served after the file changed",
+        || served_fingerprint(&e.bed.ns, &e.certs) == renewed,
+    );
+    wait_sample_at_least(
+        &e.bed.ns,
+        &e.certs,
+        "portsyncd_tls_reloads_total{reason=\"ok\"}",
+        1.0,
+    );
+}
+
+#[test]
+fn healthz_answers_503_while_redis_is_down() {
+    let mut e = Endpoint::start(&[]);
+    wait_sample_at_least(&e.bed.ns, &e.certs, "portsyncd_redis_up", 1.0);
+    e.bed.redis.stop_saving();
+    // The writer learns that Redis is gone when it next writes: give it a
+    // link change to write.
+    e.bed.ns.set_up("Ethernet0");
+    let down = wait_for(
+        DEADLINE,
+        "/healthz to answer 503",
+        || e.request(&[], HEALTH_URL),
+        |r| r.code == "503",
+    );
+    let json: serde_json::Value = serde_json::from_str(&down.body).expect("healthz JSON");
+    assert_eq!(json["status"], "fail", "{json:#}");
+    assert_eq!(json["checks"][0]["name"], "redis", "{json:#}");
+    assert_eq!(json["checks"][0]["status"], "fail", "{json:#}");
+    e.bed.redis.start_again();
+    wait_for(
+        DEADLINE,
+        "/healthz to answer 200 again",
+        || e.request(&[], HEALTH_URL),
+        |r| r.code == "200",
+    );
+}
+
+#[test]
+fn the_ipv6_wildcard_never_accepts_ipv4() {
+    let certs = Certs::new();
+    let e = Endpoint::start_with(certs, &["--metrics-listen", "[::]:9091"]);
+    let v6 = e.request(&[], "https://[::1]:9091/metrics");
+    assert_eq!(v6.code, "200", "{v6:?}");
+    // curl exit 7: could not connect (nothing listens on IPv4).
+    let v4 = e.request(
+        &["--resolve", "localhost:9091:127.0.0.1"],
+        "https://localhost:9091/metrics",
+    );
+    assert_eq!(v4.exit, Some(7), "{v4:?}");
 }

@@ -123,19 +123,24 @@ impl Certs {
         other
     }
 
-    /// The `--metrics-*` flags pointing at this set.
-    pub fn daemon_args(&self) -> Vec<String> {
+    /// The `--metrics-*` flags pointing at this set, then `extra`; a
+    /// listen/cert/key/CA flag in `extra` replaces the set's own.
+    pub fn daemon_args(&self, extra: &[&str]) -> Vec<String> {
         let p = |n: &str| self.path(n).display().to_string();
-        vec![
-            "--metrics-listen".into(),
-            LISTEN.into(),
-            "--metrics-cert".into(),
-            p("server.crt"),
-            "--metrics-key".into(),
-            p("server.key"),
-            "--metrics-ca".into(),
-            p("ca.crt"),
-        ]
+        let defaults = [
+            ("--metrics-listen", LISTEN.to_string()),
+            ("--metrics-cert", p("server.crt")),
+            ("--metrics-key", p("server.key")),
+            ("--metrics-ca", p("ca.crt")),
+        ];
+        let mut args = Vec::new();
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.extend([flag.to_string(), value]);
+            }
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
     }
 }
 
@@ -150,8 +155,7 @@ pub fn in_ns(ns: &Netns, program: &str) -> Command {
 /// until it says it listens, then creates the bed's ports that have no
 /// netdev yet (after the start, as syncd does, so start-up completes).
 pub fn start_daemon(bed: &Bed, certs: &Certs, extra: &[&str]) -> Daemon {
-    let mut args = certs.daemon_args();
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let args = certs.daemon_args(extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut daemon = Daemon::start(&bed.ns, bed.redis.db_config(), &args);
     wait_until(DEADLINE, "the metrics endpoint to listen", || {
