@@ -460,3 +460,46 @@ fn the_ipv6_wildcard_never_accepts_ipv4() {
     );
     assert_eq!(v4.exit, Some(7), "{v4:?}");
 }
+
+#[test]
+fn a_client_that_sends_no_request_after_the_handshake_is_disconnected() {
+    let e = Endpoint::start(&[]);
+    let (cert, key) = e.certs.client();
+    // openssl s_client completes the handshake and then waits on its stdin,
+    // which we keep open and silent: the header-read timeout must end it.
+    let mut s_client = in_ns(&e.bed.ns, "openssl")
+        .args([
+            "s_client", "-quiet", "-connect", LISTEN, "-tls1_3", "-CAfile",
+        ])
+        .arg(e.certs.path("ca.crt"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let _silent_stdin = s_client.stdin.take();
+    let status = wait_for(
+        Duration::from_secs(30),
+        "the server to close the silent connection",
+        || s_client.try_wait().expect("try_wait"),
+        Option::is_some,
+    );
+    assert!(status.is_some());
+    wait_sample_at_least(
+        &e.bed.ns,
+        &e.certs,
+        "portsyncd_metrics_connections_open",
+        0.0,
+    );
+    let body = scrape(&e.bed.ns, &e.certs);
+    // Only the scrape's own connection is open.
+    assert_eq!(
+        sample(&body, "portsyncd_metrics_connections_open"),
+        Some(1.0),
+        "{body}"
+    );
+}
