@@ -503,3 +503,22 @@ fn a_client_that_sends_no_request_after_the_handshake_is_disconnected() {
         "{body}"
     );
 }
+
+#[test]
+fn an_address_that_keeps_failing_handshakes_is_refused_for_a_while() {
+    let e = Endpoint::start(&[]);
+    let ca = e.certs.path("ca.crt");
+    // Ten handshakes without a client certificate from ::1 ...
+    for _ in 0..10 {
+        assert_refused(&curl(&e.bed.ns, &ca, None, &[], METRICS_URL));
+    }
+    // ... and then even the good client from that address is cut off before
+    // the handshake (curl: TLS connect error), until the ban ends.
+    let banned = e.request(&[], METRICS_URL);
+    assert_refused(&banned);
+    let log = e.daemon.log();
+    assert!(
+        log.contains("keep failing; refusing it for a while"),
+        "{log}"
+    );
+}

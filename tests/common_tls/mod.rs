@@ -152,16 +152,25 @@ pub fn in_ns(ns: &Netns, program: &str) -> Command {
 }
 
 /// Starts the daemon in the bed's namespace with the endpoint on, waits
-/// until it says it listens, then creates the bed's ports that have no
-/// netdev yet (after the start, as syncd does, so start-up completes).
+/// until it listens and has read the initial link dump, then creates the
+/// bed's ports that have no netdev yet (as syncd does, so start-up
+/// completes).
 pub fn start_daemon(bed: &Bed, certs: &Certs, extra: &[&str]) -> Daemon {
     let args = certs.daemon_args(extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut daemon = Daemon::start(&bed.ns, bed.redis.db_config(), &args);
-    wait_until(DEADLINE, "the metrics endpoint to listen", || {
-        daemon.assert_alive();
-        daemon.log().contains("metrics endpoint listening")
-    });
+    // Netdevs that exist before the initial link dump ends are "old
+    // interfaces" on a cold start and stay ignored (upstream's rule), so the
+    // ports are created only after it.
+    wait_until(
+        DEADLINE,
+        "the endpoint to listen and the initial dump to end",
+        || {
+            daemon.assert_alive();
+            let log = daemon.log();
+            log.contains("metrics endpoint listening") && log.contains("end of initial link update")
+        },
+    );
     for name in bed.names() {
         if bed.ns.link(name).is_none() {
             bed.ns.add_port(name);
