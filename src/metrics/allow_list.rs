@@ -113,3 +113,33 @@ impl std::fmt::Display for NotAllowed {
 }
 
 impl std::error::Error for NotAllowed {}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    use super::super::x509::CLIENT_PEM;
+    use super::*;
+
+    fn allowed(names: &[&str]) -> bool {
+        let der = CertificateDer::from_pem_slice(CLIENT_PEM.as_bytes()).unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        is_allowed(&der, &names)
+    }
+
+    #[test]
+    fn dns_and_uri_sans_match_exactly() {
+        assert!(allowed(&[]));
+        assert!(allowed(&["prometheus.example"]));
+        assert!(allowed(&["PROMETHEUS.example"]));
+        assert!(allowed(&["other", "spiffe://example/prometheus"]));
+        assert!(!allowed(&["spiffe://example/Prometheus"]));
+        assert!(!allowed(&["example", "prometheus", "*.example"]));
+    }
+
+    #[test]
+    fn garbage_is_never_allowed_by_a_list() {
+        assert!(!is_allowed(b"junk", &["prometheus.example".to_string()]));
+    }
+}

@@ -173,8 +173,52 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 #[cfg(test)]
+/// A client certificate from certs-example/gen-certs.sh (public data
+/// only): SAN DNS:prometheus.example, URI:spiffe://example/prometheus,
+/// notAfter 2027-12-25 16:17:56 UTC.
+pub(crate) const CLIENT_PEM: &str = "\
+-----BEGIN CERTIFICATE-----
+MIICLTCCAbSgAwIBAgIUZhjsGnZfjiJmT4KJIC4GTtWGUrIwCgYIKoZIzj0EAwMw
+HzEdMBsGA1UEAwwUcG9ydHN5bmNkIG1ldHJpY3MgQ0EwHhcNMjYxMTIzMTYxNzU2
+WhcNMjcxMjI1MTYxNzU2WjAdMRswGQYDVQQDDBJwcm9tZXRoZXVzLmV4YW1wbGUw
+djAQBgcqhkjOPQIBBgUrgQQAIgNiAARKxejQXG6CI/Ga1JubfhuYfLqB7Xh8MRjB
+rwMz0O0+4Bd9By9dpeAKs9XCGRyZ4E8yQKJVlBwczcBGLcArEIFag1ooBjmHQWRv
+mvj52ZboujA8yh9z86tc71/IHJW4RP+jgbIwga8wDAYDVR0TAQH/BAIwADAOBgNV
+HQ8BAf8EBAMCB4AwEwYDVR0lBAwwCgYIKwYBBQUHAwIwOgYDVR0RBDMwMYIScHJv
+bWV0aGV1cy5leGFtcGxlhhtzcGlmZmU6Ly9leGFtcGxlL3Byb21ldGhldXMwHQYD
+VR0OBBYEFJWetnpgKqxrXE0W/MGu4weI6NcQMB8GA1UdIwQYMBaAFPcXL6umEvvh
+eDuS1YByEogM9iGrMAoGCCqGSM49BAMDA2cAMGQCMEXQXKGUiYf5zGHOlq9kUI+J
+jghPBGdBQrgds24mT6VpgRniqE+gRD+HrRZWWKhdfAIwfBQ/Jc2U+JFFNcf/iJ/M
+iwfMRq1KSSr2ogvSN1n7NsuweSXCc4Y7LGdfYM8gvQAy
+-----END CERTIFICATE-----\n";
+
+#[cfg(test)]
 mod tests {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
     use super::*;
+
+    #[test]
+    fn a_real_certificate_yields_its_sans_and_not_after() {
+        let der = CertificateDer::from_pem_slice(CLIENT_PEM.as_bytes()).unwrap();
+        assert_eq!(
+            subject_alt_names(&der),
+            Some(vec![
+                SubjectAltName::Dns("prometheus.example".into()),
+                SubjectAltName::Uri("spiffe://example/prometheus".into()),
+            ])
+        );
+        assert_eq!(not_after(&der), Some(1_829_751_476));
+    }
+
+    #[test]
+    fn a_truncated_certificate_yields_nothing() {
+        let der = CertificateDer::from_pem_slice(CLIENT_PEM.as_bytes()).unwrap();
+        for cut in [10, 100, 300] {
+            assert_eq!(subject_alt_names(&der[..cut]), None, "cut at {cut}");
+        }
+    }
 
     #[test]
     fn times_convert_to_unix_seconds() {
