@@ -21,6 +21,9 @@ declare -A provides=(
     [openssl]=openssl
     [curl]=curl
     [supervisord]=supervisor
+    [prometheus]=prometheus
+    [promtool]=prometheus
+    [nginx]=nginx
 )
 missing=()
 for cmd in "${!provides[@]}"; do

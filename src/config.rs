@@ -72,6 +72,9 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 3,
           value_parser = clap::value_parser!(u64).range(0..=60))]
     pub shutdown_timeout: u64,
+
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 }
 
 impl Cli {

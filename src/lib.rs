@@ -47,9 +47,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             layout.state.instance_name
         );
     }
-    if !cli.no_metrics {
-        warn!("the metrics endpoint is not part of this build yet; running as with --no-metrics");
-    }
     info!(version = env!("CARGO_PKG_VERSION"), db_config = %cli.db_config.display(), namespace = namespace.as_deref().unwrap_or(""), "portsyncd starting");
     sonic::logger_table::spawn(&layout.config, cli.redis_tcp)?;
 
@@ -58,6 +55,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut sigint =
         signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let metrics = Metrics::new();
+    if !cli.no_metrics {
+        crate::metrics::start_server(cli.metrics.clone(), metrics.clone(), cli.queue_capacity)?;
+    }
     let queue = Arc::new(CoalescingQueue::new(cli.queue_capacity as usize));
     let pipeline = tokio::spawn(pipeline(
         cli.clone(),

@@ -1,7 +1,22 @@
-//! What the daemon measures about itself, and (later) how it serves it.
+//! What the daemon measures about itself, and the HTTPS endpoint that serves
+//! it (IPv6 only, TLS 1.3 only, client certificate required).
 
+mod allow_list;
+pub mod args;
+mod certs;
+mod endpoint_metrics;
+mod health;
+mod limits;
+mod process;
 mod registry;
+mod reload;
+mod render;
+mod server;
+pub mod tls_profile;
 mod warm;
+mod x509;
 
+pub use args::MetricsArgs;
 pub use registry::{Metrics, PortLabels, ReasonLabels};
+pub use server::start as start_server;
 pub use warm::{RowCounts, WarmMetrics};

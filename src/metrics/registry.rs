@@ -245,8 +245,9 @@ impl Metrics {
             self.warm_restart.clone(),
         );
         r.register(
-            "warm_restart_count",
-            "restore_count after start-up",
+            // Not `_count`: that suffix is reserved for histograms/summaries.
+            "warm_restart_restores",
+            "restore_count of WARM_RESTART_TABLE|portsyncd after start-up",
             self.warm_restart_count.clone(),
         );
         r.register(

@@ -755,8 +755,9 @@ pub struct Daemon {
 
 impl Daemon {
     /// Runs `ip netns exec NS portsyncd --no-metrics --db-config CFG
-    /// --log-level debug --log-output stderr EXTRA...` (`ip netns exec` execs,
-    /// so the child's pid
+    /// --log-level debug --log-output stderr EXTRA...` (without
+    /// `--no-metrics` when EXTRA has `--metrics-listen`; `ip netns exec`
+    /// execs, so the child's pid
     /// is the daemon's).
     pub fn start(ns: &Netns, db_config: &Path, extra_args: &[&str]) -> Daemon {
         let mut cmd = Command::new("ip");
@@ -771,7 +772,12 @@ impl Daemon {
     }
 
     fn spawn(mut cmd: Command, db_config: &Path, extra_args: &[&str]) -> Daemon {
-        cmd.args(["--no-metrics", "--db-config"])
+        // Tests of the metrics endpoint pass --metrics-listen; all others
+        // run without it.
+        if !extra_args.contains(&"--metrics-listen") {
+            cmd.arg("--no-metrics");
+        }
+        cmd.arg("--db-config")
             .arg(db_config)
             .args(["--log-level", "debug", "--log-output", "stderr"])
             .args(extra_args);
