@@ -4,8 +4,10 @@
 # ports, an orchagent stand-in that pops APPL_DB PORT_TABLE, and the daemon.
 #
 # It prints the time from the daemon's start to PortInitDone, the STATE_DB
-# row of Ethernet0 after each change of a flap, and how many Redis commands
-# the daemon sent per link message (from `redis-cli MONITOR`).
+# row of Ethernet0 after each change of a flap, how many Redis commands the
+# daemon sent per link message (from `redis-cli MONITOR`), /healthz and
+# /metrics over TLS 1.3 with a client certificate, and a warm restart that
+# writes nothing because nothing changed.
 # Everything it starts is stopped, and everything it creates removed, on exit.
 set -euo pipefail
 
@@ -18,7 +20,7 @@ die() { echo "demo: $*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "run as root (network namespaces, veth links)"
 
 # --- what the demo needs -----------------------------------------------------
-declare -A provides=([redis-server]=redis-server [redis-cli]=redis-tools [ip]=iproute2)
+declare -A provides=([redis-server]=redis-server [redis-cli]=redis-tools [ip]=iproute2 [openssl]=openssl [curl]=curl)
 missing=()
 for cmd in "${!provides[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${provides[$cmd]}")
@@ -142,11 +144,27 @@ consumer_loop() {
 consumer_loop &
 CONSUMER_PID=$!
 
-say "starting portsyncd in netns $NS"
+say "certificates for the metrics endpoint (certs-example/gen-certs.sh)"
+bash "$REPO/certs-example/gen-certs.sh" "$TMP/certs" >/dev/null
+ls "$TMP/certs" | paste -sd' '
+
+# The namespace has its own loopback, so [::1]:9090 never clashes with the host.
+start_daemon() {
+    ip netns exec "$NS" "$BIN" --db-config "$CFG" --log-level info --log-output stderr \
+        --metrics-listen '[::1]:9090' --metrics-cert "$TMP/certs/server.crt" \
+        --metrics-key "$TMP/certs/server.key" --metrics-ca "$TMP/certs/ca.crt" \
+        --metrics-allow-client prometheus.example \
+        2>>"$TMP/portsyncd.log" &
+    DAEMON_PID=$!
+}
+scrape() {
+    ip netns exec "$NS" curl -sS --tlsv1.3 --cacert "$TMP/certs/ca.crt" \
+        --cert "$TMP/certs/client.crt" --key "$TMP/certs/client.key" "https://[::1]:9090$1"
+}
+
+say "starting portsyncd in netns $NS (metrics on https://[::1]:9090, mTLS)"
 T0=$(now_ms)
-ip netns exec "$NS" "$BIN" --no-metrics --db-config "$CFG" --log-level info --log-output stderr \
-    2>"$TMP/portsyncd.log" &
-DAEMON_PID=$!
+start_daemon
 
 configured() {
     local p
@@ -233,6 +251,33 @@ if ((events > 0)); then
     awk -v r="$round_trips" -v s="$in_scripts" -v e="$events" \
         'BEGIN { printf "per link message: %.2f round trips, %.2f commands in total\n", r / e, (r + s) / e }'
 fi
+
+# --- metrics and health, over TLS 1.3 with a client certificate --------------
+say "GET /healthz"
+scrape /healthz
+echo
+say "GET /metrics (a few of the samples)"
+scrape /metrics | grep -E '^portsyncd_(port_(oper|admin)_status\{port="Ethernet0"\}|link_events_received_total|redis_up|port_init_done) '
+echo "without a client certificate:"
+ip netns exec "$NS" curl -sS --tlsv1.3 --cacert "$TMP/certs/ca.crt" "https://[::1]:9090/metrics" 2>&1 | tail -n 1 || true
+
+# --- warm restart: nothing changed, nothing written ---------------------------
+say "warm restart (WARM_RESTART_ENABLE_TABLE|system enable=true)"
+state HSET "WARM_RESTART_ENABLE_TABLE|system" enable true >/dev/null
+kill -TERM "$DAEMON_PID" && wait "$DAEMON_PID" || true
+redis-cli -s "$SOCK" MONITOR >"$TMP/warm-monitor.log" 2>&1 &
+MONITOR_PID=$!
+wait_for 5 "MONITOR to start" grep -q OK "$TMP/warm-monitor.log"
+start_daemon
+reconciled() { [[ $(state HGET "WARM_RESTART_TABLE|portsyncd" state) == reconciled ]]; }
+wait_for 20 "state=reconciled" reconciled
+sleep 0.2
+kill "$MONITOR_PID" 2>/dev/null && wait "$MONITOR_PID" 2>/dev/null || true
+MONITOR_PID=
+echo "WARM_RESTART_TABLE|portsyncd: $(state HGETALL "WARM_RESTART_TABLE|portsyncd" | paste -sd' ')"
+grep -o 'warm restart reconciled.*' "$TMP/portsyncd.log" | tail -n 1
+port_writes=$(grep -E '"(HSET|HDEL|DEL|SADD)" "[^"]*Ethernet' "$TMP/warm-monitor.log" | grep -c . || true)
+echo "write commands naming a port during the warm restart (MONITOR): $port_writes"
 
 # --- stop ----------------------------------------------------------------------
 say "SIGTERM"
