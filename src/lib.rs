@@ -12,6 +12,7 @@ pub mod queue;
 pub mod sonic;
 pub mod startup;
 pub mod sync;
+pub mod systemd;
 pub mod writer;
 
 use std::sync::Arc;
@@ -56,11 +57,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let metrics = Metrics::new();
     let queue = Arc::new(CoalescingQueue::new(cli.queue_capacity as usize));
+    let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);
+    let liveness = systemd::Liveness::default();
+    systemd::start(
+        notifier.clone(),
+        metrics.clone(),
+        liveness.clone(),
+        queue.clone(),
+    );
     let pipeline = tokio::spawn(pipeline(
         cli.clone(),
         layout,
         queue.clone(),
         metrics.clone(),
+        liveness,
     ));
 
     let signal_name = tokio::select! {
@@ -73,6 +83,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
         }
     };
+    notifier.notify("STOPPING=1\nSTATUS=Flushing pending writes, then exiting");
     info!(
         signal = signal_name,
         pending = queue.len(),
@@ -116,6 +127,7 @@ async fn pipeline(
     layout: DbLayout,
     queue: Arc<CoalescingQueue>,
     metrics: Metrics,
+    liveness: systemd::Liveness,
 ) -> Result<()> {
     let started = Instant::now();
     let config_client = client_for(&layout.config, cli.redis_tcp)?;
@@ -160,6 +172,7 @@ async fn pipeline(
         "netlink socket open, subscribed to link events"
     );
     let (reader, mut signals) = LinkReader::new(socket, rules, queue.clone(), metrics.clone());
+    let reader = reader.with_heartbeat(liveness.netlink);
     reader.spawn().context("cannot start the netlink thread")?;
 
     let writer = Writer::new(
@@ -167,7 +180,8 @@ async fn pipeline(
         Scripts::new(&layout),
         queue.clone(),
         metrics.clone(),
-    );
+    )
+    .with_heartbeat(liveness.writer);
     let writer = tokio::spawn(writer.run());
 
     let live = loop {

@@ -18,6 +18,7 @@ use crate::metrics::{Metrics, PortLabels};
 use crate::queue::{CoalescingQueue, Pending, Target};
 use crate::sonic::connect::connect;
 use crate::sonic::scripts::Scripts;
+use crate::systemd::{Heartbeat, IDLE_BEAT};
 
 /// What one batch attempt ended with.
 enum BatchError {
@@ -38,6 +39,9 @@ pub struct Writer {
     batch_max: usize,
     conn: Option<MultiplexedConnection>,
     backoff: Backoff,
+    /// Bumped every loop turn, idle or not: the systemd watchdog's evidence
+    /// that the writer is not wedged.
+    heartbeat: Heartbeat,
 }
 
 impl Writer {
@@ -55,14 +59,27 @@ impl Writer {
             batch_max: 512,
             conn: None,
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+            heartbeat: Heartbeat::default(),
         }
+    }
+
+    /// Reports liveness through `heartbeat` (see [`crate::systemd`]).
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.heartbeat = heartbeat;
+        self
     }
 
     /// Writes for as long as the process lives. The flush at shutdown is
     /// the caller's: it waits, bounded, for the queue to empty.
     pub async fn run(mut self) {
         loop {
-            self.queue.wait_for_work().await;
+            self.heartbeat.beat();
+            if tokio::time::timeout(IDLE_BEAT, self.queue.wait_for_work())
+                .await
+                .is_err()
+            {
+                continue;
+            }
             let batch = self.queue.peek_batch(self.batch_max);
             match self.write_batch(&batch).await {
                 Ok(()) => self.backoff.reset(),

@@ -19,6 +19,7 @@ use super::socket::{LinkSocket, RecvOutcome, bring_link_down};
 use crate::metrics::{Metrics, PortLabels};
 use crate::queue::{CoalescingQueue, Target, Write};
 use crate::sync::{Decision, SyncRules};
+use crate::systemd::Heartbeat;
 
 /// What the reader tells the start-up sequence.
 pub struct ReaderSignals {
@@ -52,6 +53,9 @@ pub struct LinkReader {
     /// Last oper status per port, to count flaps.
     last_oper: HashMap<String, bool>,
     stats: ParseStats,
+    /// Bumped every loop turn (the socket wakes us at least once a second):
+    /// the systemd watchdog's evidence that this thread is not wedged.
+    heartbeat: Heartbeat,
 }
 
 impl LinkReader {
@@ -76,6 +80,7 @@ impl LinkReader {
             all_ports_seen: seen_tx,
             last_oper: HashMap::new(),
             stats: ParseStats::default(),
+            heartbeat: Heartbeat::default(),
         };
         (
             reader,
@@ -84,6 +89,12 @@ impl LinkReader {
                 all_ports_seen: seen_rx,
             },
         )
+    }
+
+    /// Reports liveness through `heartbeat` (see [`crate::systemd`]).
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.heartbeat = heartbeat;
+        self
     }
 
     /// Starts the thread. It lives as long as the process.
@@ -98,6 +109,7 @@ impl LinkReader {
         self.metrics.netlink_up.set(1);
         let mut items = Vec::new();
         loop {
+            self.heartbeat.beat();
             let received = Instant::now();
             match self.socket.recv() {
                 Ok(RecvOutcome::Datagram(bytes)) => {
@@ -112,6 +124,7 @@ impl LinkReader {
                     }
                 }
                 Ok(RecvOutcome::Overrun) => self.on_overrun(),
+                Ok(RecvOutcome::Idle) => {}
                 Err(e) => {
                     self.metrics.netlink_up.set(0);
                     error!(error = %e, "netlink receive failed; retrying in 1 s");
