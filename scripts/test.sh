@@ -20,6 +20,7 @@ declare -A provides=(
     [ip]=iproute2
     [openssl]=openssl
     [curl]=curl
+    [systemd-analyze]=systemd
 )
 missing=()
 for cmd in "${!provides[@]}"; do
