@@ -9,6 +9,7 @@ pub mod logging;
 pub mod metrics;
 pub mod netlink;
 pub mod queue;
+pub mod resync;
 pub mod sonic;
 pub mod startup;
 pub mod sync;
@@ -172,7 +173,10 @@ async fn pipeline(
         "netlink socket open, subscribed to link events"
     );
     let (reader, mut signals) = LinkReader::new(socket, rules, queue.clone(), metrics.clone());
-    let reader = reader.with_heartbeat(liveness.netlink);
+    let resync = resync::ResyncRequest::default();
+    let reader = reader
+        .with_heartbeat(liveness.netlink)
+        .with_resync(resync.clone());
     reader.spawn().context("cannot start the netlink thread")?;
 
     let writer = Writer::new(
@@ -181,7 +185,8 @@ async fn pipeline(
         queue.clone(),
         metrics.clone(),
     )
-    .with_heartbeat(liveness.writer);
+    .with_heartbeat(liveness.writer)
+    .with_resync(resync);
     let writer = tokio::spawn(writer.run());
 
     let live = loop {

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use crate::backoff::Backoff;
 use crate::metrics::{Metrics, PortLabels};
 use crate::queue::{CoalescingQueue, Pending, Target};
+use crate::resync::ResyncRequest;
 use crate::sonic::connect::connect;
 use crate::sonic::scripts::Scripts;
 use crate::systemd::{Heartbeat, IDLE_BEAT};
@@ -42,6 +43,10 @@ pub struct Writer {
     /// Bumped every loop turn, idle or not: the systemd watchdog's evidence
     /// that the writer is not wedged.
     heartbeat: Heartbeat,
+    /// Raised on every reconnect after a lost connection: Redis may have
+    /// restarted from an older dump (see [`crate::resync`]).
+    resync: ResyncRequest,
+    lost_connection: bool,
 }
 
 impl Writer {
@@ -60,6 +65,8 @@ impl Writer {
             conn: None,
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
             heartbeat: Heartbeat::default(),
+            resync: ResyncRequest::default(),
+            lost_connection: false,
         }
     }
 
@@ -69,22 +76,31 @@ impl Writer {
         self
     }
 
+    /// Asks the netlink thread for a re-dump after each reconnect.
+    pub fn with_resync(mut self, resync: ResyncRequest) -> Self {
+        self.resync = resync;
+        self
+    }
+
     /// Writes for as long as the process lives. The flush at shutdown is
     /// the caller's: it waits, bounded, for the queue to empty.
     pub async fn run(mut self) {
         loop {
             self.heartbeat.beat();
-            if tokio::time::timeout(IDLE_BEAT, self.queue.wait_for_work())
+            let idle = tokio::time::timeout(IDLE_BEAT, self.queue.wait_for_work())
                 .await
-                .is_err()
-            {
-                continue;
-            }
-            let batch = self.queue.peek_batch(self.batch_max);
-            match self.write_batch(&batch).await {
+                .is_err();
+            let result = if idle {
+                self.check_connection().await
+            } else {
+                let batch = self.queue.peek_batch(self.batch_max);
+                self.write_batch(&batch).await
+            };
+            match result {
                 Ok(()) => self.backoff.reset(),
                 Err(BatchError::Connection(e)) => {
                     if self.conn.take().is_some() {
+                        self.lost_connection = true;
                         warn!(error = %e, pending = self.queue.len(), "lost Redis; keeping pending writes and reconnecting");
                     }
                     self.metrics.redis_up.set(0);
@@ -97,6 +113,7 @@ impl Writer {
                         info!(
                             "Redis lost its script cache (restart or SCRIPT FLUSH); reloading scripts"
                         );
+                        self.resync.raise();
                         if self.load_scripts().await.is_err() {
                             debug!("script reload failed; reconnecting");
                             self.conn = None;
@@ -125,8 +142,21 @@ impl Writer {
             self.metrics.redis_reconnects.inc();
             self.metrics.redis_up.set(1);
             info!("connected to Redis; scripts loaded");
+            if std::mem::take(&mut self.lost_connection) {
+                self.resync.raise();
+            }
         }
         Ok(self.conn.as_mut().expect("connection just set"))
+    }
+
+    /// PING while idle, so a Redis that went away (and perhaps came back
+    /// from an older dump) is noticed without waiting for the next write.
+    async fn check_connection(&mut self) -> Result<(), BatchError> {
+        let conn = self.connection().await?;
+        redis::cmd("PING")
+            .query_async::<()>(conn)
+            .await
+            .map_err(classify)
     }
 
     async fn load_scripts(&mut self) -> Result<(), BatchError> {

@@ -18,6 +18,7 @@ use super::parse::{NetlinkItem, ParseStats, parse_datagram};
 use super::socket::{LinkSocket, RecvOutcome, bring_link_down};
 use crate::metrics::{Metrics, PortLabels};
 use crate::queue::{CoalescingQueue, Target, Write};
+use crate::resync::ResyncRequest;
 use crate::sync::{Decision, SyncRules};
 use crate::systemd::Heartbeat;
 
@@ -56,6 +57,8 @@ pub struct LinkReader {
     /// Bumped every loop turn (the socket wakes us at least once a second):
     /// the systemd watchdog's evidence that this thread is not wedged.
     heartbeat: Heartbeat,
+    /// Raised by the writer after it got Redis back: re-dump every link.
+    resync: ResyncRequest,
 }
 
 impl LinkReader {
@@ -81,6 +84,7 @@ impl LinkReader {
             last_oper: HashMap::new(),
             stats: ParseStats::default(),
             heartbeat: Heartbeat::default(),
+            resync: ResyncRequest::default(),
         };
         (
             reader,
@@ -94,6 +98,12 @@ impl LinkReader {
     /// Reports liveness through `heartbeat` (see [`crate::systemd`]).
     pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
         self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Re-dumps every link when `resync` is raised (see [`crate::resync`]).
+    pub fn with_resync(mut self, resync: ResyncRequest) -> Self {
+        self.resync = resync;
         self
     }
 
@@ -131,6 +141,12 @@ impl LinkReader {
                     std::thread::sleep(Duration::from_secs(1));
                     self.metrics.netlink_up.set(1);
                 }
+            }
+            if self.resync.take() {
+                info!(
+                    "Redis is back and may have lost writes; re-dumping every link to rewrite STATE_DB"
+                );
+                self.redump();
             }
             self.metrics.queue_depth.set(self.queue.len() as i64);
         }
@@ -174,6 +190,11 @@ impl LinkReader {
         warn!(
             "netlink receive buffer overran: link messages were lost; re-dumping every link to repair STATE_DB"
         );
+        self.redump();
+    }
+
+    /// Asks for a fresh dump, or for another one after the running dump.
+    fn redump(&mut self) {
         match self.dump {
             Dump::Running { seq, .. } => self.dump = Dump::Running { seq, again: true },
             Dump::Idle => {

@@ -997,3 +997,25 @@ impl Daemon {
         assert_eq!(rc, 0, "kill({signal}) failed");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Hard Redis faults (fault-injection tests)
+// ---------------------------------------------------------------------------
+
+impl RedisServer {
+    /// SIGKILL: no final save; a restart ([`RedisServer::start_again`])
+    /// reloads whatever `dump.rdb` the last SAVE left.
+    pub fn kill_hard(&mut self) {
+        let mut child = self.child.take().expect("redis-server is not running");
+        child.kill().expect("SIGKILL redis-server");
+        let _ = child.wait();
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the running server.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.pid().expect("redis-server is not running") as libc::pid_t;
+        // SAFETY: plain kill(2) on our own, not yet reaped child.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({signal}) on redis-server failed");
+    }
+}
