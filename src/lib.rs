@@ -4,7 +4,9 @@
 //! writer. See docs/architecture in the repository for the picture.
 
 pub mod backoff;
+pub mod check_config;
 pub mod config;
+pub mod config_file;
 pub mod logging;
 pub mod metrics;
 pub mod netlink;
@@ -39,14 +41,7 @@ use crate::writer::Writer;
 pub async fn run(cli: Cli) -> Result<()> {
     let namespace = cli.effective_namespace();
     let layout = load_layout(&cli.db_config, namespace.as_deref())?;
-    if layout.appl.instance_name != layout.state.instance_name {
-        bail!(
-            "APPL_DB (instance {}) and STATE_DB (instance {}) are on different Redis instances; \
-             portsyncd writes both atomically and needs them on one",
-            layout.appl.instance_name,
-            layout.state.instance_name
-        );
-    }
+    check_config::require_one_redis_instance(&layout)?;
     if !cli.no_metrics {
         warn!("the metrics endpoint is not part of this build yet; running as with --no-metrics");
     }
