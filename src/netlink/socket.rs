@@ -139,34 +139,25 @@ fn set_receive_timeout(socket: &Socket, timeout: std::time::Duration) -> io::Res
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: timeout.subsec_micros() as libc::suseconds_t,
     };
-    // SAFETY: the fd is a live socket owned by `socket`; we pass a pointer
-    // to a timeval that outlives the call, with its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&value as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_option(socket, libc::SO_RCVTIMEO, &value)
 }
 
 fn set_int_option(socket: &Socket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    set_option(socket, option, &value)
+}
+
+/// setsockopt(SOL_SOCKET, `option`) with a plain-data value (c_int, timeval).
+fn set_option<T: Copy>(socket: &Socket, option: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: the fd is a live socket owned by `socket`; we pass a pointer
-    // to a c_int that outlives the call, with its exact size.
+    // to a `T` that outlives the call, with its exact size; callers pass
+    // the type the kernel expects for `option`.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
             option,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {
