@@ -57,6 +57,14 @@ where
     merge(&args, &matches, &text, &path).map_err(LoadError::Config)
 }
 
+/// The settings from the file text alone (no flags on the command line),
+/// e.g. for fuzzing; `path` names the file in errors.
+pub fn from_file_text(text: &str, path: &Path) -> Result<Cli> {
+    let args = [OsString::from("portsyncd")];
+    let matches = Cli::command().try_get_matches_from(&args)?;
+    merge(&args, &matches, text, path)
+}
+
 /// The settings from `text` (the file at `path`) under the command line
 /// `args` (already parsed into `matches`).
 fn merge(args: &[OsString], matches: &ArgMatches, text: &str, path: &Path) -> Result<Cli> {

@@ -147,3 +147,24 @@ fn the_daemon_refuses_to_start_on_a_bad_file() {
         stderr(&out)
     );
 }
+
+/// The example shipped beside the unit file is itself a valid configuration.
+#[test]
+fn the_shipped_example_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = write_db_config(dir.path(), "redis");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/portsyncd.toml");
+    let out = portsyncd(&[
+        "check-config",
+        "--config",
+        example,
+        "--db-config",
+        db.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("queue capacity 65536 keys"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -71,7 +71,7 @@ fn unit_file_has_the_required_settings() {
         "AmbientCapabilities=CAP_NET_ADMIN",
         "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET6",
         "SystemCallFilter=@system-service",
-        "Environment=PORTSYNCD_METRICS_CERT=/etc/portsyncd/tls/server.crt",
+        "Environment=PORTSYNCD_METRICS_CERT=/etc/portsyncd/metrics/server.crt",
     ] {
         assert!(
             UNIT.lines().any(|l| l == line),
