@@ -175,3 +175,46 @@ fn ready_after_port_config_done_then_watchdog_tracks_progress() {
     let status = daemon.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "exit status {status}");
 }
+
+/// Warm restart: READY=1 once the reconcile is recorded in STATE_DB
+/// (`WARM_RESTART_TABLE|portsyncd` state `reconciled`), without any
+/// PortConfigDone from this process.
+#[test]
+fn warm_restart_is_ready_after_the_reconcile() {
+    let names = port_names(2);
+    let names = as_strs(&names);
+    let bed = Bed::new(&names);
+    for n in &names {
+        bed.ns.add_port(n);
+    }
+    bed.redis.hset(
+        STATE_DB,
+        "WARM_RESTART_ENABLE_TABLE|swss",
+        &[("enable", "true")],
+    );
+    bed.redis.hset(
+        STATE_DB,
+        "WARM_RESTART_TABLE|portsyncd",
+        &[("restore_count", "0")],
+    );
+    let notify = NotifyListener::bind();
+    let _daemon = Daemon::start_with_env(
+        &bed.ns,
+        bed.redis.db_config(),
+        &[],
+        &[("NOTIFY_SOCKET", &notify.path)],
+    );
+    let seen = notify.wait_for_line(Duration::from_secs(30), "READY=1");
+    assert_eq!(
+        bed.redis
+            .hget(STATE_DB, "WARM_RESTART_TABLE|portsyncd", "state")
+            .as_deref(),
+        Some("reconciled"),
+        "READY=1 before the warm reconcile was recorded; messages: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|m| m.contains("warm reconcile finished")),
+        "{seen:?}"
+    );
+    assert!(!port_config_done_in_redis(&bed.redis));
+}
