@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod check_config;
 pub mod config;
 pub mod config_file;
+pub mod hooks;
 pub mod logging;
 pub mod metrics;
 pub mod netlink;
@@ -169,9 +170,10 @@ async fn pipeline(
     );
     let (reader, mut signals) = LinkReader::new(socket, rules, queue.clone(), metrics.clone());
     let resync = resync::ResyncRequest::default();
-    let reader = reader
-        .with_heartbeat(liveness.netlink)
-        .with_resync(resync.clone());
+    let reader = reader.with_hooks(hooks::LoopHooks {
+        heartbeat: liveness.netlink,
+        resync: resync.clone(),
+    });
     reader.spawn().context("cannot start the netlink thread")?;
 
     let writer = Writer::new(
@@ -180,8 +182,10 @@ async fn pipeline(
         queue.clone(),
         metrics.clone(),
     )
-    .with_heartbeat(liveness.writer)
-    .with_resync(resync);
+    .with_hooks(hooks::LoopHooks {
+        heartbeat: liveness.writer,
+        resync,
+    });
     let writer = tokio::spawn(writer.run());
 
     let live = loop {

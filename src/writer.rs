@@ -14,12 +14,12 @@ use redis::{Client, ErrorKind, RedisError, ServerErrorKind, Value};
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::hooks::LoopHooks;
 use crate::metrics::{Metrics, PortLabels};
 use crate::queue::{CoalescingQueue, Pending, Target};
-use crate::resync::ResyncRequest;
 use crate::sonic::connect::connect;
 use crate::sonic::scripts::Scripts;
-use crate::systemd::{Heartbeat, IDLE_BEAT};
+use crate::systemd::IDLE_BEAT;
 
 /// What one batch attempt ended with.
 enum BatchError {
@@ -40,12 +40,10 @@ pub struct Writer {
     batch_max: usize,
     conn: Option<MultiplexedConnection>,
     backoff: Backoff,
-    /// Bumped every loop turn, idle or not: the systemd watchdog's evidence
-    /// that the writer is not wedged.
-    heartbeat: Heartbeat,
-    /// Raised on every reconnect after a lost connection: Redis may have
-    /// restarted from an older dump (see [`crate::resync`]).
-    resync: ResyncRequest,
+    /// Heartbeat and re-dump request (see [`crate::hooks`]).
+    hooks: LoopHooks,
+    /// Set when a connection broke; the next connect raises the re-dump
+    /// request, since Redis may have restarted from an older dump.
     lost_connection: bool,
 }
 
@@ -64,21 +62,14 @@ impl Writer {
             batch_max: 512,
             conn: None,
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
-            heartbeat: Heartbeat::default(),
-            resync: ResyncRequest::default(),
+            hooks: LoopHooks::default(),
             lost_connection: false,
         }
     }
 
-    /// Reports liveness through `heartbeat` (see [`crate::systemd`]).
-    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
-        self.heartbeat = heartbeat;
-        self
-    }
-
-    /// Asks the netlink thread for a re-dump after each reconnect.
-    pub fn with_resync(mut self, resync: ResyncRequest) -> Self {
-        self.resync = resync;
+    /// Connects the loop to the watchdog and the re-dump request.
+    pub fn with_hooks(mut self, hooks: LoopHooks) -> Self {
+        self.hooks = hooks;
         self
     }
 
@@ -86,7 +77,7 @@ impl Writer {
     /// the caller's: it waits, bounded, for the queue to empty.
     pub async fn run(mut self) {
         loop {
-            self.heartbeat.beat();
+            self.hooks.heartbeat.beat();
             let idle = tokio::time::timeout(IDLE_BEAT, self.queue.wait_for_work())
                 .await
                 .is_err();
@@ -113,7 +104,7 @@ impl Writer {
                         info!(
                             "Redis lost its script cache (restart or SCRIPT FLUSH); reloading scripts"
                         );
-                        self.resync.raise();
+                        self.hooks.resync.raise();
                         if self.load_scripts().await.is_err() {
                             debug!("script reload failed; reconnecting");
                             self.conn = None;
@@ -143,7 +134,7 @@ impl Writer {
             self.metrics.redis_up.set(1);
             info!("connected to Redis; scripts loaded");
             if std::mem::take(&mut self.lost_connection) {
-                self.resync.raise();
+                self.hooks.resync.raise();
             }
         }
         Ok(self.conn.as_mut().expect("connection just set"))

@@ -16,11 +16,10 @@ use tracing::{debug, error, info, warn};
 use super::event::{LinkChange, LinkEvent};
 use super::parse::{NetlinkItem, ParseStats, parse_datagram};
 use super::socket::{LinkSocket, RecvOutcome, bring_link_down};
+use crate::hooks::LoopHooks;
 use crate::metrics::{Metrics, PortLabels};
 use crate::queue::{CoalescingQueue, Target, Write};
-use crate::resync::ResyncRequest;
 use crate::sync::{Decision, SyncRules};
-use crate::systemd::Heartbeat;
 
 /// What the reader tells the start-up sequence.
 pub struct ReaderSignals {
@@ -54,11 +53,8 @@ pub struct LinkReader {
     /// Last oper status per port, to count flaps.
     last_oper: HashMap<String, bool>,
     stats: ParseStats,
-    /// Bumped every loop turn (the socket wakes us at least once a second):
-    /// the systemd watchdog's evidence that this thread is not wedged.
-    heartbeat: Heartbeat,
-    /// Raised by the writer after it got Redis back: re-dump every link.
-    resync: ResyncRequest,
+    /// Heartbeat and re-dump request (see [`crate::hooks`]).
+    hooks: LoopHooks,
 }
 
 impl LinkReader {
@@ -83,8 +79,7 @@ impl LinkReader {
             all_ports_seen: seen_tx,
             last_oper: HashMap::new(),
             stats: ParseStats::default(),
-            heartbeat: Heartbeat::default(),
-            resync: ResyncRequest::default(),
+            hooks: LoopHooks::default(),
         };
         (
             reader,
@@ -95,15 +90,9 @@ impl LinkReader {
         )
     }
 
-    /// Reports liveness through `heartbeat` (see [`crate::systemd`]).
-    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
-        self.heartbeat = heartbeat;
-        self
-    }
-
-    /// Re-dumps every link when `resync` is raised (see [`crate::resync`]).
-    pub fn with_resync(mut self, resync: ResyncRequest) -> Self {
-        self.resync = resync;
+    /// Connects the loop to the watchdog and the re-dump request.
+    pub fn with_hooks(mut self, hooks: LoopHooks) -> Self {
+        self.hooks = hooks;
         self
     }
 
@@ -119,7 +108,7 @@ impl LinkReader {
         self.metrics.netlink_up.set(1);
         let mut items = Vec::new();
         loop {
-            self.heartbeat.beat();
+            self.hooks.heartbeat.beat();
             let received = Instant::now();
             match self.socket.recv() {
                 Ok(RecvOutcome::Datagram(bytes)) => {
@@ -142,7 +131,7 @@ impl LinkReader {
                     self.metrics.netlink_up.set(1);
                 }
             }
-            if self.resync.take() {
+            if self.hooks.resync.take() {
                 info!(
                     "Redis is back and may have lost writes; re-dumping every link to rewrite STATE_DB"
                 );
