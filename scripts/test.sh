@@ -24,6 +24,7 @@ declare -A provides=(
     [prometheus]=prometheus
     [promtool]=prometheus
     [nginx]=nginx
+    [systemd-analyze]=systemd
 )
 missing=()
 for cmd in "${!provides[@]}"; do

@@ -18,8 +18,14 @@ pub enum LogFormat {
 
 /// portsyncd: keeps SONiC's Redis in step with the kernel's front-panel ports.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "portsyncd", version, about, long_about = None)]
+#[command(name = "portsyncd", version, about, long_about = None,
+          after_help = "Check a configuration without starting: portsyncd check-config [--config PATH] [FLAGS]")]
 pub struct Cli {
+    /// TOML configuration file: each key is a flag's name with `_` for `-`
+    /// (`queue_capacity = 1024`); flags on the command line win over it.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     /// SONiC database_config.json describing the Redis layout.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_DB_CONFIG)]
     pub db_config: PathBuf,

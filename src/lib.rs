@@ -4,21 +4,26 @@
 //! writer. See docs/architecture in the repository for the picture.
 
 pub mod backoff;
+pub mod check_config;
 pub mod config;
+pub mod config_file;
+pub mod hooks;
 pub mod logging;
 pub mod metrics;
 pub mod netlink;
 pub mod queue;
+pub mod resync;
 pub mod sonic;
 pub mod startup;
 pub mod sync;
+pub mod systemd;
 pub mod warm_reconcile;
 pub mod writer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
@@ -39,14 +44,7 @@ use crate::writer::Writer;
 pub async fn run(cli: Cli) -> Result<()> {
     let namespace = cli.effective_namespace();
     let layout = load_layout(&cli.db_config, namespace.as_deref())?;
-    if layout.appl.instance_name != layout.state.instance_name {
-        bail!(
-            "APPL_DB (instance {}) and STATE_DB (instance {}) are on different Redis instances; \
-             portsyncd writes both atomically and needs them on one",
-            layout.appl.instance_name,
-            layout.state.instance_name
-        );
-    }
+    check_config::require_one_redis_instance(&layout)?;
     info!(version = env!("CARGO_PKG_VERSION"), db_config = %cli.db_config.display(), namespace = namespace.as_deref().unwrap_or(""), "portsyncd starting");
     sonic::logger_table::spawn(&layout.config, cli.redis_tcp)?;
 
@@ -59,11 +57,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         crate::metrics::start_server(cli.metrics.clone(), metrics.clone(), cli.queue_capacity)?;
     }
     let queue = Arc::new(CoalescingQueue::new(cli.queue_capacity as usize));
+    let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);
+    let liveness = systemd::Liveness::default();
+    systemd::start(
+        notifier.clone(),
+        metrics.clone(),
+        liveness.clone(),
+        queue.clone(),
+    );
     let pipeline = tokio::spawn(pipeline(
         cli.clone(),
         layout,
         queue.clone(),
         metrics.clone(),
+        liveness,
     ));
 
     let signal_name = tokio::select! {
@@ -76,6 +83,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
         }
     };
+    notifier.notify("STOPPING=1\nSTATUS=Flushing pending writes, then exiting");
     info!(
         signal = signal_name,
         pending = queue.len(),
@@ -104,6 +112,7 @@ async fn pipeline(
     layout: DbLayout,
     queue: Arc<CoalescingQueue>,
     metrics: Metrics,
+    liveness: systemd::Liveness,
 ) -> Result<()> {
     let started = Instant::now();
     let config_client = client_for(&layout.config, cli.redis_tcp)?;
@@ -157,6 +166,11 @@ async fn pipeline(
         "netlink socket open, subscribed to link events"
     );
     let (reader, signals) = LinkReader::new(socket, rules, queue.clone(), metrics.clone());
+    let resync = resync::ResyncRequest::default();
+    let reader = reader.with_hooks(hooks::LoopHooks {
+        heartbeat: liveness.netlink,
+        resync: resync.clone(),
+    });
     reader.spawn().context("cannot start the netlink thread")?;
 
     let writer = Writer::new(
@@ -164,7 +178,11 @@ async fn pipeline(
         Scripts::new(&layout),
         queue.clone(),
         metrics.clone(),
-    );
+    )
+    .with_hooks(hooks::LoopHooks {
+        heartbeat: liveness.writer,
+        resync,
+    });
     let writer = tokio::spawn(writer.run());
 
     let timer = reconcile_timer(inputs.reconcile_timer);

@@ -2,11 +2,22 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use portsyncd::config::Cli;
+use portsyncd::check_config;
+use portsyncd::config_file::{LoadError, load};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == check_config::SUBCOMMAND) {
+        return check_config::main(args);
+    }
+    let cli = match load(args) {
+        Ok(cli) => cli,
+        Err(LoadError::Cli(e)) => e.exit(),
+        Err(LoadError::Config(e)) => {
+            eprintln!("portsyncd: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = portsyncd::logging::init(&cli) {
         eprintln!("portsyncd: {e:#}");
         return ExitCode::from(2);

@@ -243,6 +243,11 @@ impl CoalescingQueue {
             .all(|e| e.oldest_unacked >= mark)
     }
 
+    /// True while producers would block: `capacity` distinct keys pending.
+    pub fn is_full(&self) -> bool {
+        self.lock().entries.len() >= self.capacity
+    }
+
     pub fn coalesced_total(&self) -> u64 {
         self.lock().coalesced_total
     }

@@ -14,10 +14,12 @@ use redis::{Client, ErrorKind, RedisError, ServerErrorKind, Value};
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::hooks::LoopHooks;
 use crate::metrics::{Metrics, PortLabels};
 use crate::queue::{CoalescingQueue, Pending, Target};
 use crate::sonic::connect::connect;
 use crate::sonic::scripts::Scripts;
+use crate::systemd::IDLE_BEAT;
 
 /// What one batch attempt ended with.
 enum BatchError {
@@ -38,6 +40,11 @@ pub struct Writer {
     batch_max: usize,
     conn: Option<MultiplexedConnection>,
     backoff: Backoff,
+    /// Heartbeat and re-dump request (see [`crate::hooks`]).
+    hooks: LoopHooks,
+    /// Set when a connection broke; the next connect raises the re-dump
+    /// request, since Redis may have restarted from an older dump.
+    lost_connection: bool,
 }
 
 impl Writer {
@@ -55,19 +62,36 @@ impl Writer {
             batch_max: 512,
             conn: None,
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+            hooks: LoopHooks::default(),
+            lost_connection: false,
         }
+    }
+
+    /// Connects the loop to the watchdog and the re-dump request.
+    pub fn with_hooks(mut self, hooks: LoopHooks) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     /// Writes for as long as the process lives. The flush at shutdown is
     /// the caller's: it waits, bounded, for the queue to empty.
     pub async fn run(mut self) {
         loop {
-            self.queue.wait_for_work().await;
-            let batch = self.queue.peek_batch(self.batch_max);
-            match self.write_batch(&batch).await {
+            self.hooks.heartbeat.beat();
+            let idle = tokio::time::timeout(IDLE_BEAT, self.queue.wait_for_work())
+                .await
+                .is_err();
+            let result = if idle {
+                self.check_connection().await
+            } else {
+                let batch = self.queue.peek_batch(self.batch_max);
+                self.write_batch(&batch).await
+            };
+            match result {
                 Ok(()) => self.backoff.reset(),
                 Err(BatchError::Connection(e)) => {
                     if self.conn.take().is_some() {
+                        self.lost_connection = true;
                         warn!(error = %e, pending = self.queue.len(), "lost Redis; keeping pending writes and reconnecting");
                     }
                     self.metrics.redis_up.set(0);
@@ -80,6 +104,7 @@ impl Writer {
                         info!(
                             "Redis lost its script cache (restart or SCRIPT FLUSH); reloading scripts"
                         );
+                        self.hooks.resync.raise();
                         if self.load_scripts().await.is_err() {
                             debug!("script reload failed; reconnecting");
                             self.conn = None;
@@ -108,8 +133,21 @@ impl Writer {
             self.metrics.redis_reconnects.inc();
             self.metrics.redis_up.set(1);
             info!("connected to Redis; scripts loaded");
+            if std::mem::take(&mut self.lost_connection) {
+                self.hooks.resync.raise();
+            }
         }
         Ok(self.conn.as_mut().expect("connection just set"))
+    }
+
+    /// PING while idle, so a Redis that went away (and perhaps came back
+    /// from an older dump) is noticed without waiting for the next write.
+    async fn check_connection(&mut self) -> Result<(), BatchError> {
+        let conn = self.connection().await?;
+        redis::cmd("PING")
+            .query_async::<()>(conn)
+            .await
+            .map_err(classify)
     }
 
     async fn load_scripts(&mut self) -> Result<(), BatchError> {

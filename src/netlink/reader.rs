@@ -16,6 +16,7 @@ use tracing::{debug, error, info, warn};
 use super::event::{LinkChange, LinkEvent};
 use super::parse::{NetlinkItem, ParseStats, parse_datagram};
 use super::socket::{LinkSocket, RecvOutcome, bring_link_down};
+use crate::hooks::LoopHooks;
 use crate::metrics::{Metrics, PortLabels};
 use crate::queue::{CoalescingQueue, Target, Write};
 use crate::sync::{Decision, SyncRules};
@@ -52,6 +53,8 @@ pub struct LinkReader {
     /// Last oper status per port, to count flaps.
     last_oper: HashMap<String, bool>,
     stats: ParseStats,
+    /// Heartbeat and re-dump request (see [`crate::hooks`]).
+    hooks: LoopHooks,
 }
 
 impl LinkReader {
@@ -76,6 +79,7 @@ impl LinkReader {
             all_ports_seen: seen_tx,
             last_oper: HashMap::new(),
             stats: ParseStats::default(),
+            hooks: LoopHooks::default(),
         };
         (
             reader,
@@ -84,6 +88,12 @@ impl LinkReader {
                 all_ports_seen: seen_rx,
             },
         )
+    }
+
+    /// Connects the loop to the watchdog and the re-dump request.
+    pub fn with_hooks(mut self, hooks: LoopHooks) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     /// Starts the thread. It lives as long as the process.
@@ -98,6 +108,7 @@ impl LinkReader {
         self.metrics.netlink_up.set(1);
         let mut items = Vec::new();
         loop {
+            self.hooks.heartbeat.beat();
             let received = Instant::now();
             match self.socket.recv() {
                 Ok(RecvOutcome::Datagram(bytes)) => {
@@ -112,12 +123,19 @@ impl LinkReader {
                     }
                 }
                 Ok(RecvOutcome::Overrun) => self.on_overrun(),
+                Ok(RecvOutcome::Idle) => {}
                 Err(e) => {
                     self.metrics.netlink_up.set(0);
                     error!(error = %e, "netlink receive failed; retrying in 1 s");
                     std::thread::sleep(Duration::from_secs(1));
                     self.metrics.netlink_up.set(1);
                 }
+            }
+            if self.hooks.resync.take() {
+                info!(
+                    "Redis is back and may have lost writes; re-dumping every link to rewrite STATE_DB"
+                );
+                self.redump();
             }
             self.metrics.queue_depth.set(self.queue.len() as i64);
         }
@@ -161,6 +179,11 @@ impl LinkReader {
         warn!(
             "netlink receive buffer overran: link messages were lost; re-dumping every link to repair STATE_DB"
         );
+        self.redump();
+    }
+
+    /// Asks for a fresh dump, or for another one after the running dump.
+    fn redump(&mut self) {
         match self.dump {
             Dump::Running { seq, .. } => self.dump = Dump::Running { seq, again: true },
             Dump::Idle => {

@@ -25,6 +25,9 @@ pub enum RecvOutcome<'a> {
     Datagram(&'a [u8]),
     /// ENOBUFS: the kernel dropped messages for us. State must be re-dumped.
     Overrun,
+    /// Nothing arrived within the receive timeout: the caller's loop turns
+    /// anyway, so its liveness shows (see [`crate::systemd`]).
+    Idle,
 }
 
 /// A NETLINK_ROUTE socket subscribed to RTNLGRP_LINK.
@@ -50,6 +53,7 @@ impl LinkSocket {
         }
         let granted = get_int_option(&socket, libc::SO_RCVBUF)?;
         socket.add_membership(libc::RTNLGRP_LINK)?;
+        set_receive_timeout(&socket, crate::systemd::IDLE_BEAT)?;
         Ok(LinkSocket {
             socket,
             buffer: vec![0; RECV_BUFFER],
@@ -82,6 +86,7 @@ impl LinkSocket {
                     return Ok(RecvOutcome::Overrun);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(RecvOutcome::Idle),
                 Err(e) => return Err(e),
             }
         }
@@ -128,16 +133,31 @@ fn send(socket: &Socket, header: NetlinkHeader, msg: RouteNetlinkMessage) -> io:
     Ok(())
 }
 
+/// SO_RCVTIMEO: a blocking receive returns EAGAIN after `timeout`.
+fn set_receive_timeout(socket: &Socket, timeout: std::time::Duration) -> io::Result<()> {
+    let value = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    set_option(socket, libc::SO_RCVTIMEO, &value)
+}
+
 fn set_int_option(socket: &Socket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    set_option(socket, option, &value)
+}
+
+/// setsockopt(SOL_SOCKET, `option`) with a plain-data value (c_int, timeval).
+fn set_option<T: Copy>(socket: &Socket, option: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: the fd is a live socket owned by `socket`; we pass a pointer
-    // to a c_int that outlives the call, with its exact size.
+    // to a `T` that outlives the call, with its exact size; callers pass
+    // the type the kernel expects for `option`.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
             option,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {

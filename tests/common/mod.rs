@@ -992,3 +992,52 @@ pub fn fields(pairs: &[(&str, &str)]) -> Fields {
 pub fn sorted(h: HashMap<String, String>) -> Fields {
     h.into_iter().collect()
 }
+
+// ---------------------------------------------------------------------------
+// Daemon with extra environment (systemd notify tests)
+// ---------------------------------------------------------------------------
+
+impl Daemon {
+    /// Like [`Daemon::start`], with `env` added to the daemon's environment
+    /// (`ip netns exec` passes it through).
+    pub fn start_with_env(
+        ns: &Netns,
+        db_config: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns.name(), BIN]);
+        cmd.envs(env.iter().copied());
+        Self::spawn(cmd, db_config, extra_args)
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: plain kill(2) on our own, not yet reaped child.
+        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({signal}) failed");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hard Redis faults (fault-injection tests)
+// ---------------------------------------------------------------------------
+
+impl RedisServer {
+    /// SIGKILL: no final save; a restart ([`RedisServer::start_again`])
+    /// reloads whatever `dump.rdb` the last SAVE left.
+    pub fn kill_hard(&mut self) {
+        let mut child = self.child.take().expect("redis-server is not running");
+        child.kill().expect("SIGKILL redis-server");
+        let _ = child.wait();
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the running server.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.pid().expect("redis-server is not running") as libc::pid_t;
+        // SAFETY: plain kill(2) on our own, not yet reaped child.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({signal}) on redis-server failed");
+    }
+}

@@ -1,0 +1,23 @@
+//! Any bytes as one rtnetlink datagram: the parser must never panic, and
+//! every link event it yields must go through the sync rules without panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use portsyncd::netlink::{NetlinkItem, ParseStats, parse_datagram};
+use portsyncd::sync::{StartMode, SyncRules};
+
+fuzz_target!(|data: &[u8]| {
+    let mut rules = SyncRules::new(
+        StartMode {
+            warm: false,
+            dpu: false,
+        },
+        ["Ethernet0".to_string(), "Ethernet4".to_string()],
+    );
+    let mut stats = ParseStats::default();
+    parse_datagram(data, &mut stats, |item| {
+        if let NetlinkItem::Link(event) = item {
+            let _ = rules.on_event(&event);
+        }
+    });
+});

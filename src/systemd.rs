@@ -1,0 +1,345 @@
+//! Talking to systemd: readiness, status, stopping and the watchdog
+//! (`sd_notify(3)`), over the datagram socket named by `$NOTIFY_SOCKET`.
+//!
+//! A few lines of our own instead of a crate: the protocol is one datagram
+//! of `KEY=value` lines to a unix socket (a path, or an abstract name
+//! written with a leading `@`).
+//!
+//! The watchdog ping is the daemon's claim that its pipeline makes progress,
+//! so it is sent only while both halves of the pipeline show liveness: the
+//! netlink thread and the Redis writer each bump a [`Heartbeat`] on every
+//! loop turn, idle turns included (both wait with a timeout). A writer that
+//! is wedged stops bumping, the pings stop, and systemd restarts the
+//! service. A writer that is retrying a Redis outage with backoff is alive:
+//! every attempt ends within the connection's timeouts, and restarting the
+//! daemon would not bring Redis back, so the pings go on.
+
+use std::io;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::metrics::Metrics;
+use crate::queue::CoalescingQueue;
+
+/// A heartbeat older than this is stale even when `WatchdogSec=` is shorter:
+/// the writer's slowest healthy turn (connect 2 s + script load 5 s +
+/// pipeline 5 s + backoff 5 s) must never look like a wedge.
+pub const MIN_STALE_AFTER: Duration = Duration::from_secs(20);
+
+/// How often idle loops wake up just to beat.
+pub const IDLE_BEAT: Duration = Duration::from_secs(1);
+
+/// Sends notifications to systemd; does nothing when not started by it.
+pub struct Notifier {
+    target: Option<(UnixDatagram, SocketAddr)>,
+}
+
+impl Notifier {
+    /// From `$NOTIFY_SOCKET`; a notifier that does nothing when it is unset.
+    pub fn from_env() -> io::Result<Self> {
+        match std::env::var_os("NOTIFY_SOCKET") {
+            None => Ok(Notifier { target: None }),
+            Some(path) => Self::to_address(path.as_encoded_bytes()),
+        }
+    }
+
+    /// To `address`: a filesystem path, or `@name` for an abstract socket.
+    pub fn to_address(address: &[u8]) -> io::Result<Self> {
+        let addr = parse_address(address)?;
+        let socket = UnixDatagram::unbound()?;
+        // A receiver that stops reading fills its queue; a blocking send
+        // would then stall a runtime thread (and with it the pipeline).
+        socket.set_nonblocking(true)?;
+        Ok(Notifier {
+            target: Some((socket, addr)),
+        })
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// Sends `state` (newline-separated `KEY=value` lines) without ever
+    /// blocking. A failure is logged, never fatal: systemd's own timeouts
+    /// handle a lost message.
+    pub fn notify(&self, state: &str) {
+        let Some((socket, addr)) = &self.target else {
+            return;
+        };
+        match socket.send_to_addr(state.as_bytes(), addr) {
+            Ok(_) => debug!(state, "sd_notify sent"),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                debug!(state, "systemd's notify queue is full; message dropped")
+            }
+            Err(e) => warn!(error = %e, state, "cannot notify systemd"),
+        }
+    }
+}
+
+fn parse_address(address: &[u8]) -> io::Result<SocketAddr> {
+    match address.split_first() {
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "NOTIFY_SOCKET is empty",
+        )),
+        Some((b'@', name)) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)
+        }
+        Some((b'/', _)) => {
+            use std::os::unix::ffi::OsStrExt;
+            SocketAddr::from_pathname(std::ffi::OsStr::from_bytes(address))
+        }
+        Some(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "NOTIFY_SOCKET must be an absolute path or start with @",
+        )),
+    }
+}
+
+/// The watchdog period systemd asked for (`$WATCHDOG_USEC`), if it is meant
+/// for this process (`$WATCHDOG_PID`, when set, names us).
+pub fn watchdog_period() -> Option<Duration> {
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.trim().parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
+    (usec > 0).then(|| Duration::from_micros(usec))
+}
+
+/// When a loop last went round, in milliseconds since the process' clock
+/// origin; 0 while the loop has not started.
+#[derive(Clone, Default)]
+pub struct Heartbeat(Arc<AtomicU64>);
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0.store(clock_ms().max(1), Ordering::Relaxed);
+    }
+
+    /// Time since the last beat, or `None` before the first.
+    fn age(&self, now_ms: u64) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            last => Some(Duration::from_millis(now_ms.saturating_sub(last))),
+        }
+    }
+}
+
+fn clock_ms() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// The two loops whose progress the watchdog vouches for.
+#[derive(Clone, Default)]
+pub struct Liveness {
+    pub netlink: Heartbeat,
+    pub writer: Heartbeat,
+}
+
+/// What the watchdog check concluded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Alive,
+    /// This loop's heartbeat is this old.
+    Stalled(&'static str, Duration),
+}
+
+impl Liveness {
+    /// Alive when every started loop beat within `stale_after`. A netlink
+    /// thread blocked on a full queue is waiting for the writer, so its
+    /// stale beat does not count against it: the writer's beat decides.
+    /// Loops not started yet are covered by systemd's start timeout.
+    pub fn verdict(&self, stale_after: Duration, queue_full: bool) -> Verdict {
+        let now = clock_ms();
+        if let Some(age) = self.writer.age(now)
+            && age > stale_after
+        {
+            return Verdict::Stalled("redis writer", age);
+        }
+        if let Some(age) = self.netlink.age(now)
+            && age > stale_after
+            && !queue_full
+        {
+            return Verdict::Stalled("netlink reader", age);
+        }
+        Verdict::Alive
+    }
+}
+
+/// Pings the watchdog at half its period while [`Liveness::verdict`] says
+/// alive; withholds the ping (and says why in the log and STATUS=) when not.
+pub async fn run_watchdog(
+    notifier: Arc<Notifier>,
+    period: Duration,
+    liveness: Liveness,
+    queue: Arc<CoalescingQueue>,
+) {
+    let stale_after = period.max(MIN_STALE_AFTER);
+    let mut ticks = tokio::time::interval(period / 2);
+    let mut withheld = false;
+    info!(
+        period_ms = period.as_millis() as u64,
+        "systemd watchdog enabled"
+    );
+    loop {
+        ticks.tick().await;
+        match liveness.verdict(stale_after, queue.is_full()) {
+            Verdict::Alive => {
+                notifier.notify("WATCHDOG=1");
+                if withheld {
+                    withheld = false;
+                    info!("the pipeline makes progress again; watchdog pings resumed");
+                    notifier.notify("STATUS=Syncing ports (pipeline progressing again)");
+                }
+            }
+            Verdict::Stalled(which, age) => {
+                if !withheld {
+                    withheld = true;
+                    warn!(
+                        loop_name = which,
+                        stalled_ms = age.as_millis() as u64,
+                        "no progress; withholding the systemd watchdog ping so systemd restarts the daemon"
+                    );
+                    notifier.notify(&format!(
+                        "STATUS=Stalled: the {which} has not gone round for {} s",
+                        age.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Sends READY=1 once the initial sync is done: PortConfigDone acknowledged
+/// by Redis (cold start), or the warm reconcile finished (warm restart).
+/// The writer and the start-up sequence record both in `metrics`.
+pub async fn announce_ready(notifier: Arc<Notifier>, metrics: Metrics) {
+    notifier.notify("STATUS=Waiting for Redis and the initial link dump");
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        poll.tick().await;
+        let cold_done = metrics.port_config_done.get() == 1;
+        let warm_done =
+            metrics.warm_restart.get() == 1 && metrics.warm_restart_reconciled.get() == 1;
+        if cold_done || warm_done {
+            let how = if warm_done {
+                "warm reconcile finished"
+            } else {
+                "PortConfigDone written"
+            };
+            notifier.notify(&format!("READY=1\nSTATUS=Syncing ports ({how})"));
+            info!(how, "initial sync done; told systemd we are ready");
+            return;
+        }
+    }
+}
+
+/// Starts the readiness and watchdog tasks for the daemon's lifetime.
+pub fn start(
+    notifier: Arc<Notifier>,
+    metrics: Metrics,
+    liveness: Liveness,
+    queue: Arc<CoalescingQueue>,
+) {
+    if !notifier.is_enabled() {
+        return;
+    }
+    tokio::spawn(announce_ready(notifier.clone(), metrics));
+    if let Some(period) = watchdog_period() {
+        tokio::spawn(run_watchdog(notifier, period, liveness, queue));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receive(socket: &UnixDatagram) -> String {
+        let mut buf = [0u8; 512];
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[test]
+    fn notifies_a_path_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        let notifier = Notifier::to_address(path.as_os_str().as_encoded_bytes()).unwrap();
+        notifier.notify("READY=1");
+        assert_eq!(receive(&listener), "READY=1");
+    }
+
+    #[test]
+    fn notifies_an_abstract_socket() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("portsyncd-test-{}", std::process::id());
+        let listener =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap();
+        let notifier = Notifier::to_address(format!("@{name}").as_bytes()).unwrap();
+        notifier.notify("WATCHDOG=1");
+        assert_eq!(receive(&listener), "WATCHDOG=1");
+    }
+
+    #[test]
+    fn a_full_receiver_never_blocks_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let _listener = UnixDatagram::bind(&path).unwrap();
+        let notifier = Notifier::to_address(path.as_os_str().as_encoded_bytes()).unwrap();
+        // Far more than a unix datagram queue holds (net.unix.max_dgram_qlen).
+        for _ in 0..10_000 {
+            notifier.notify("WATCHDOG=1");
+        }
+    }
+
+    #[test]
+    fn refuses_relative_and_empty_addresses() {
+        assert!(Notifier::to_address(b"run/notify").is_err());
+        assert!(Notifier::to_address(b"").is_err());
+    }
+
+    #[test]
+    fn a_stale_writer_stops_the_verdict_alive() {
+        let liveness = Liveness::default();
+        assert_eq!(liveness.verdict(Duration::ZERO, false), Verdict::Alive);
+        liveness.writer.beat();
+        liveness.netlink.beat();
+        assert_eq!(
+            liveness.verdict(Duration::from_secs(60), false),
+            Verdict::Alive
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        liveness.netlink.beat();
+        assert!(matches!(
+            liveness.verdict(Duration::from_millis(10), false),
+            Verdict::Stalled("redis writer", _)
+        ));
+    }
+
+    #[test]
+    fn a_netlink_thread_blocked_on_a_full_queue_waits_for_the_writer() {
+        let liveness = Liveness::default();
+        liveness.netlink.beat();
+        std::thread::sleep(Duration::from_millis(20));
+        liveness.writer.beat();
+        let stale = Duration::from_millis(10);
+        assert!(matches!(
+            liveness.verdict(stale, false),
+            Verdict::Stalled("netlink reader", _)
+        ));
+        assert_eq!(liveness.verdict(stale, true), Verdict::Alive);
+    }
+}
