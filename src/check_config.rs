@@ -43,9 +43,9 @@ pub fn check(cli: &Cli) -> Result<String> {
     let namespace = cli.effective_namespace();
     let layout = load_layout(&cli.db_config, namespace.as_deref())?;
     require_one_redis_instance(&layout)?;
-    check_metrics_certificates(cli)?;
+    let metrics = check_metrics_certificates(cli)?;
     Ok(format!(
-        "  config file: {}\n  database config: {}{}\n  APPL_DB {}, CONFIG_DB {}, STATE_DB {} on Redis instance {:?}\n  queue capacity {} keys, netlink buffer {} bytes, shutdown timeout {} s",
+        "  config file: {}\n  database config: {}{}\n  APPL_DB {}, CONFIG_DB {}, STATE_DB {} on Redis instance {:?}\n  queue capacity {} keys, netlink buffer {} bytes, shutdown timeout {} s\n  {metrics}",
         cli.config
             .as_deref()
             .map_or("(none: flags and defaults only)".into(), |p| p
@@ -77,10 +77,24 @@ pub fn require_one_redis_instance(layout: &DbLayout) -> Result<()> {
     Ok(())
 }
 
-/// Hook for the metrics endpoint's certificate checks (issue 3): readable
-/// PEM files, key matching certificate, not expired, CA usable. This build
-/// has no metrics endpoint, so there is nothing to check yet; the lead
-/// fills this in when merging the endpoint.
-pub fn check_metrics_certificates(_cli: &Cli) -> Result<()> {
-    Ok(())
+/// The metrics endpoint's files, checked exactly as start-up checks them:
+/// readable PEM, key private to its owner and matching the certificate, an
+/// ECDSA P-384 key under the cnsa profile, nothing expired, CA and CRLs
+/// usable. Returns the summary line.
+pub fn check_metrics_certificates(cli: &Cli) -> Result<String> {
+    if cli.no_metrics {
+        return Ok("metrics endpoint: off (--no-metrics)".into());
+    }
+    let args = &cli.metrics;
+    let not_after = crate::metrics::check_tls_files(args)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Ok(format!(
+        "metrics endpoint: https://{} ({:?} profile), {} allowed client name(s), certificates valid for {} more day(s)",
+        args.metrics_listen,
+        args.tls_profile,
+        args.metrics_allow_client.len(),
+        (not_after - now) / 86_400
+    ))
 }

@@ -55,6 +55,16 @@ pub async fn run(cli: Cli) -> Result<()> {
     let metrics = Metrics::new();
     if !cli.no_metrics {
         crate::metrics::start_server(cli.metrics.clone(), metrics.clone(), cli.queue_capacity)?;
+    } else {
+        // The endpoint owns SIGHUP (reload); without it, SIGHUP's default
+        // action would end the daemon on `systemctl reload`.
+        let mut sighup =
+            signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while sighup.recv().await.is_some() {
+                info!("SIGHUP: nothing to reload (the metrics endpoint is off)");
+            }
+        });
     }
     let queue = Arc::new(CoalescingQueue::new(cli.queue_capacity as usize));
     let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);

@@ -153,18 +153,113 @@ fn the_daemon_refuses_to_start_on_a_bad_file() {
 fn the_shipped_example_passes() {
     let dir = tempfile::tempdir().unwrap();
     let db = write_db_config(dir.path(), "redis");
+    let certs = generate_certs(dir.path());
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/portsyncd.toml");
+    // As the unit does: certificate paths from the environment.
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", example, "--db-config"])
+        .arg(&db)
+        .env_remove("NAMESPACE_ID")
+        .env("PORTSYNCD_METRICS_CERT", certs.join("server.crt"))
+        .env("PORTSYNCD_METRICS_KEY", certs.join("server.key"))
+        .env("PORTSYNCD_METRICS_CA", certs.join("ca.crt"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("queue capacity 65536 keys"), "{text}");
+    assert!(
+        text.contains("metrics endpoint: https://[::1]:9090 (Cnsa profile)"),
+        "{text}"
+    );
+}
+
+/// A fresh certificate set from certs-example/gen-certs.sh.
+fn generate_certs(dir: &Path) -> PathBuf {
+    let certs = dir.join("certs");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/certs-example/gen-certs.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gen-certs.sh: {}", stderr(&out));
+    certs
+}
+
+#[test]
+fn metrics_certificates_are_checked_as_start_up_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = write_db_config(dir.path(), "redis");
+    let certs = generate_certs(dir.path());
+    let path = |f: &str| certs.join(f).to_str().unwrap().to_string();
+    let file = write_toml(
+        dir.path(),
+        &format!(
+            "db_config = {:?}\nmetrics_cert = {:?}\nmetrics_key = {:?}\nmetrics_ca = {:?}\nmetrics_allow_client = [\"prometheus.example\"]\n",
+            db.to_str().unwrap(),
+            path("server.crt"),
+            path("server.key"),
+            path("ca.crt"),
+        ),
+    );
+    let file = file.to_str().unwrap();
+    let out = portsyncd(&["check-config", "--config", file]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("metrics endpoint: https://[::1]:9090"),
+        "{text}"
+    );
+    assert!(text.contains("1 allowed client name(s)"), "{text}");
+
+    // A key others may read is refused, naming the file and the fix.
+    fs::set_permissions(
+        certs.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let out = portsyncd(&["check-config", "--config", file]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&path("server.key")) && err.contains("chmod"),
+        "{err}"
+    );
+
+    // A key that does not belong to the certificate is refused too.
+    fs::set_permissions(
+        certs.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let out = portsyncd(&[
         "check-config",
         "--config",
-        example,
+        file,
+        "--metrics-key",
+        &path("client.key"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("does not belong"), "{}", stderr(&out));
+}
+
+#[test]
+fn missing_metrics_certificates_fail_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = write_db_config(dir.path(), "redis");
+    let missing = dir.path().join("nowhere/server.crt");
+    let out = portsyncd(&[
+        "check-config",
         "--db-config",
         db.to_str().unwrap(),
+        "--metrics-cert",
+        missing.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
     assert!(
-        stdout(&out).contains("queue capacity 65536 keys"),
-        "{}",
-        stdout(&out)
+        err.contains(missing.to_str().unwrap()) && err.contains("missing"),
+        "{err}"
     );
 }

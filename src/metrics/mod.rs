@@ -18,5 +18,6 @@ mod x509;
 
 pub use args::MetricsArgs;
 pub use registry::{Metrics, PortLabels, ReasonLabels};
+pub use reload::check_files as check_tls_files;
 pub use server::start as start_server;
 pub use warm::{RowCounts, WarmMetrics};

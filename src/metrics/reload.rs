@@ -13,7 +13,7 @@ use tokio::signal::unix::Signal;
 use tracing::{error, info};
 
 use super::args::MetricsArgs;
-use super::certs::{files_stamp, load};
+use super::certs::{TlsMaterial, files_stamp, load};
 use super::endpoint_metrics::EndpointMetrics;
 
 /// How often the files' metadata is compared with what is in service.
@@ -27,13 +27,27 @@ pub struct TlsState {
 
 /// Loads, checks and builds one configuration; records the expiry times.
 fn build(args: &MetricsArgs, endpoint: &EndpointMetrics) -> Result<Arc<ServerConfig>> {
+    let (config, material) = build_checked(args)?;
+    endpoint.set_expiry("server", material.cert_not_after);
+    endpoint.set_expiry("ca", material.ca_not_after);
+    Ok(config)
+}
+
+/// Loads every file and builds the configuration exactly as start-up does.
+fn build_checked(args: &MetricsArgs) -> Result<(Arc<ServerConfig>, TlsMaterial)> {
     let material = load(args)?;
     let config = args
         .tls_profile
         .server_config(&material, &args.metrics_allow_client)?;
-    endpoint.set_expiry("server", material.cert_not_after);
-    endpoint.set_expiry("ca", material.ca_not_after);
-    Ok(config)
+    Ok((config, material))
+}
+
+/// Every check start-up makes of the TLS files, without serving (for
+/// `portsyncd check-config`). Returns the earliest `notAfter` of the server
+/// certificate and the CA, in Unix seconds.
+pub fn check_files(args: &MetricsArgs) -> Result<i64> {
+    let (_, material) = build_checked(args)?;
+    Ok(material.cert_not_after.min(material.ca_not_after))
 }
 
 impl TlsState {
