@@ -96,7 +96,10 @@ fn storm_writes(ports: &[String], rounds: usize) -> Vec<(Target, Write)> {
                 event.name.clone_from(port);
                 event.admin_up = up;
                 event.oper_up = up;
-                writes.push((Target::StatePort(port.clone()), Write::set(state_fields(&event))));
+                writes.push((
+                    Target::StatePort(port.clone()),
+                    Write::set(state_fields(&event)),
+                ));
             }
         }
     }

@@ -3,14 +3,18 @@
 //! changing one link's MTU with a single RTM_SETLINK (for latency samples,
 //! without the cost of forking `ip`).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
-use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -32,6 +36,11 @@ pub struct Recording {
     /// Link messages in total, and those for `Ethernet*` netdevs.
     pub messages: u64,
     pub port_messages: u64,
+    /// When the last `Ethernet*` message that changed what STATE_DB shows
+    /// (admin, oper, MTU, carrier changes) arrived: the kernel's last change.
+    /// A veth's carrier follows its admin state later, from the kernel's
+    /// linkwatch work, so this can be well after `ip -batch` returns.
+    pub last_port_change: Option<Instant>,
     /// ENOBUFS: the recorder itself fell behind (counts are then low).
     pub overruns: u64,
 }
@@ -56,15 +65,25 @@ impl Recorder {
                 datagrams: Vec::new(),
                 messages: 0,
                 port_messages: 0,
+                last_port_change: None,
                 overruns: 0,
             };
+            let mut shown = HashMap::new();
             while !stop2.load(Ordering::SeqCst) {
                 match socket.recv().expect("recorder recv") {
                     RecvOutcome::Datagram(bytes) => {
+                        let at = Instant::now();
                         parse_datagram(bytes, &mut ParseStats::default(), |item| {
                             if let NetlinkItem::Link(ev) = item {
                                 rec.messages += 1;
-                                rec.port_messages += u64::from(ev.name.starts_with("Ethernet"));
+                                if ev.name.starts_with("Ethernet") {
+                                    rec.port_messages += 1;
+                                    let state =
+                                        (ev.admin_up, ev.oper_up, ev.mtu, ev.carrier_changes);
+                                    if shown.insert(ev.name, state) != Some(state) {
+                                        rec.last_port_change = Some(at);
+                                    }
+                                }
                             }
                         });
                         rec.datagrams.push(bytes.to_vec());

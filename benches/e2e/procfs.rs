@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::fs;
 
 /// Nanoseconds on CPU per thread (`/proc/PID/task/TID/schedstat`), keyed by
-/// thread id, plus utime+stime clock ticks per process (`/proc/PID/stat`).
+/// thread id, with the thread's name; plus utime+stime clock ticks per
+/// process (`/proc/PID/stat`).
 #[derive(Debug, Clone, Default)]
 pub struct CpuSnapshot {
-    per_thread_ns: HashMap<u32, u64>,
+    per_thread_ns: HashMap<u32, (u64, String)>,
     ticks: u64,
 }
 
@@ -29,7 +30,9 @@ impl CpuSnapshot {
                     .ok()
                     .and_then(|s| s.split_whitespace().next()?.parse().ok())
                 {
-                    snap.per_thread_ns.insert(tid, ns);
+                    let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                    snap.per_thread_ns
+                        .insert(tid, (ns, comm.trim().to_string()));
                 }
             }
         }
@@ -40,10 +43,19 @@ impl CpuSnapshot {
     /// nanosecond counters. A thread that ended in between (an idle tokio
     /// blocking-pool thread) loses only what it ran in between.
     pub fn us_since(&self, before: &CpuSnapshot) -> f64 {
+        self.us_since_in(before, |_| true)
+    }
+
+    /// The same, for the threads whose name `keep` accepts.
+    pub fn us_since_in(&self, before: &CpuSnapshot, keep: impl Fn(&str) -> bool) -> f64 {
         let ns: u64 = self
             .per_thread_ns
             .iter()
-            .map(|(tid, now)| now.saturating_sub(*before.per_thread_ns.get(tid).unwrap_or(&0)))
+            .filter(|(_, (_, comm))| keep(comm))
+            .map(|(tid, (now, _))| {
+                let was = before.per_thread_ns.get(tid).map_or(0, |(ns, _)| *ns);
+                now.saturating_sub(was)
+            })
             .sum();
         ns as f64 / 1e3
     }
@@ -83,7 +95,11 @@ fn tree(root: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
                 continue;
             };
             let ppid = fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -104,7 +104,9 @@ pub fn benchmark_rate(socket: &Path, args: &[&str]) -> f64 {
     let text = String::from_utf8_lossy(&out.stdout);
     // "...: 123456.79 requests per second, p50=..." (the last line wins:
     // progress lines are separated by carriage returns).
-    let last = text.rsplit(['\r', '\n']).find(|l| l.contains("requests per second"));
+    let last = text
+        .rsplit(['\r', '\n'])
+        .find(|l| l.contains("requests per second"));
     last.and_then(|l| {
         let before = l.split(" requests per second").next()?;
         before.rsplit(' ').next()?.parse().ok()
