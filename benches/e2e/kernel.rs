@@ -41,6 +41,8 @@ pub struct Recording {
     /// A veth's carrier follows its admin state later, from the kernel's
     /// linkwatch work, so this can be well after `ip -batch` returns.
     pub last_port_change: Option<Instant>,
+    /// Every `Ethernet*` message: when it arrived, the port, its MTU.
+    pub port_events: Vec<(Instant, String, u32)>,
     /// ENOBUFS: the recorder itself fell behind (counts are then low).
     pub overruns: u64,
 }
@@ -66,6 +68,7 @@ impl Recorder {
                 messages: 0,
                 port_messages: 0,
                 last_port_change: None,
+                port_events: Vec::new(),
                 overruns: 0,
             };
             let mut shown = HashMap::new();
@@ -80,6 +83,7 @@ impl Recorder {
                                     rec.port_messages += 1;
                                     let state =
                                         (ev.admin_up, ev.oper_up, ev.mtu, ev.carrier_changes);
+                                    rec.port_events.push((at, ev.name.clone(), ev.mtu));
                                     if shown.insert(ev.name, state) != Some(state) {
                                         rec.last_port_change = Some(at);
                                     }
