@@ -75,6 +75,10 @@ struct Args {
     /// whatever --cmd is).
     #[arg(long)]
     no_saturation: bool,
+    /// Disable IPv6 in the namespace before the netdevs are created (no
+    /// duplicate-address detection or router solicitations on N links).
+    #[arg(long)]
+    no_ipv6: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -135,6 +139,17 @@ fn measure(args: &Args, n: usize) -> Column {
     redis.configure_ports(&common::as_strs(&names));
     let consumer = Consumer::start(redis.socket());
     let ns = Netns::new();
+    if args.no_ipv6 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "sysctl", "-qw"])
+            .args([
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])
+            .status()
+            .expect("sysctl");
+        assert!(out.success(), "cannot disable IPv6 in the namespace");
+    }
     let notes = Notifications::subscribe(
         redis.socket(),
         &[
