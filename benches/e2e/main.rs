@@ -602,8 +602,13 @@ fn print_table(args: &Args, cols: &[Column]) {
         "redis-benchmark -P 32 EVALSHA state_port.lua (ops/s)",
         &|c| format!("{:.0}", c.evalsha_rate),
     );
+    row("saturation: messages/s parsed, ruled and queued", &|c| {
+        c.saturation
+            .as_ref()
+            .map_or("-".into(), |s| format!("{:.0}", s.fed_per_s()))
+    });
     row(
-        "saturation: messages/s through parse → rules → queue → writer",
+        "saturation: messages/s until Redis acknowledged the last write",
         &|c| {
             c.saturation
                 .as_ref()

@@ -19,6 +19,9 @@ use portsyncd::writer::Writer;
 pub struct Saturation {
     /// Link messages fed in (all netdevs, as the kernel sent them).
     pub messages: u64,
+    /// Wall time from the first message to the last one queued: the
+    /// netlink side's ceiling (parse, rules, queue).
+    pub feed_seconds: f64,
     /// Wall time from the first message to the last write acknowledged.
     pub seconds: f64,
     /// Keys Redis acknowledged (fewer than messages: the queue coalesces).
@@ -29,6 +32,9 @@ pub struct Saturation {
 impl Saturation {
     pub fn messages_per_s(&self) -> f64 {
         self.messages as f64 / self.seconds
+    }
+    pub fn fed_per_s(&self) -> f64 {
+        self.messages as f64 / self.feed_seconds
     }
     pub fn keys_per_s(&self) -> f64 {
         self.keys_written as f64 / self.seconds
@@ -75,12 +81,14 @@ pub fn run(db_config: &Path, ports: &[String], datagrams: &[Vec<u8>]) -> Saturat
             }
         });
     }
+    let feed_seconds = started.elapsed().as_secs_f64();
     while !queue.is_empty() {
         std::thread::sleep(Duration::from_micros(100));
     }
     let seconds = started.elapsed().as_secs_f64();
     let result = Saturation {
         messages,
+        feed_seconds,
         seconds,
         keys_written: metrics.redis_keys_written.get(),
         batches: metrics.redis_batches.get(),
