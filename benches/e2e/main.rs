@@ -615,9 +615,12 @@ fn print_table(args: &Args, cols: &[Column]) {
                 .map_or("-".into(), |s| format!("{:.0}", s.messages_per_s()))
         },
     );
-    row("saturation: keys written/s (batches)", &|c| {
-        c.saturation.as_ref().map_or("-".into(), |s| {
-            format!("{:.0} ({})", s.keys_per_s(), s.batches)
-        })
-    });
+    row(
+        "saturation: keys written / pipelines (the queue folds the rest)",
+        &|c| {
+            c.saturation.as_ref().map_or("-".into(), |s| {
+                format!("{} / {}", s.keys_written, s.batches)
+            })
+        },
+    );
 }

@@ -36,9 +36,6 @@ impl Saturation {
     pub fn fed_per_s(&self) -> f64 {
         self.messages as f64 / self.feed_seconds
     }
-    pub fn keys_per_s(&self) -> f64 {
-        self.keys_written as f64 / self.seconds
-    }
 }
 
 pub fn run(db_config: &Path, ports: &[String], datagrams: &[Vec<u8>]) -> Saturation {
