@@ -31,7 +31,7 @@ mod redis_stats;
 mod saturation;
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -127,6 +127,14 @@ fn main() {
     print_table(&args, &columns);
 }
 
+/// What every phase of one port count works on.
+struct Stage {
+    redis: RedisServer,
+    ns: Netns,
+    names: Vec<String>,
+    log: PathBuf,
+}
+
 fn measure(args: &Args, n: usize) -> Column {
     eprintln!("== {n} ports");
     let mut col = Column {
@@ -159,11 +167,49 @@ fn measure(args: &Args, n: usize) -> Column {
     );
     let mut info_con = redis.con(STATE_DB);
     let log = redis.dir().join("daemon.log");
+    let stage = Stage {
+        redis,
+        ns,
+        names,
+        log,
+    };
 
-    // 1. Cold start.
+    let mut daemon = cold_start(args, &stage, &notes, &mut col);
+    bring_up(&stage);
+    // From here on nothing is left to pop: stop the stand-in so Redis's
+    // counters hold only the daemon's and the harness's commands.
+    drop(consumer);
+    let recording = storm(args, &stage, &notes, daemon.id(), &mut info_con, &mut col);
+    let notes = latency(args, &stage, notes, &mut col);
+    drop(notes);
+    references(&stage, &mut info_con, &mut col);
+    stop_daemon(&mut daemon);
+    col.daemon_overruns = std::fs::read_to_string(&stage.log)
+        .unwrap_or_default()
+        .matches("receive buffer overran")
+        .count();
+    if !args.no_saturation {
+        // Start from an empty STATE_DB so every replayed port is written.
+        redis::cmd("FLUSHDB")
+            .exec(&mut info_con)
+            .expect("FLUSHDB STATE_DB");
+        col.saturation = Some(saturation::run(
+            stage.redis.db_config(),
+            &stage.names,
+            &recording.datagrams,
+        ));
+    }
+    col
+}
+
+/// 1. Starts the daemon; once `PortConfigDone` is there, creates the
+/// netdevs as syncd would, and times `PortInitDone`.
+fn cold_start(args: &Args, stage: &Stage, notes: &Notifications, col: &mut Column) -> Child {
+    let Stage {
+        redis, ns, names, ..
+    } = stage;
     let started = Instant::now();
-    let mut daemon = spawn_daemon(args, &ns, redis.db_config(), &log);
-    let pid = daemon.id();
+    let daemon = spawn_daemon(args, ns, redis.db_config(), &stage.log);
     common::wait_until(PATIENCE, "APPL_DB PortConfigDone", || {
         redis.exists(APPL_DB, "PORT_TABLE:PortConfigDone")
     });
@@ -176,16 +222,20 @@ fn measure(args: &Args, n: usize) -> Column {
     let init = notes
         .wait_key("_PORT_TABLE:PortInitDone", PATIENCE)
         .expect("PortInitDone was not written");
-    let creation = recorder.finish(|| poke(&ns));
+    let creation = recorder.finish(|| poke(ns));
     col.cold_start_ms = ms(init.at - started);
     let last_netdev = creation
         .last_port_change
         .expect("no Ethernet* netdev was announced");
     col.init_after_last_netdev_ms = signed_ms(init.at, last_netdev);
-    col.rss_cold_kib = procfs::peak_rss_kib(pid);
+    col.rss_cold_kib = procfs::peak_rss_kib(daemon.id());
+    daemon
+}
 
-    // Every port up with carrier, and in STATE_DB, before the storm.
-    let up: Vec<String> = names
+/// Every port up with carrier, and in STATE_DB, before the storm.
+fn bring_up(stage: &Stage) {
+    let up: Vec<String> = stage
+        .names
         .iter()
         .flat_map(|p| {
             [
@@ -194,36 +244,43 @@ fn measure(args: &Args, n: usize) -> Column {
             ]
         })
         .collect();
-    ns.batch(&up);
+    stage.ns.batch(&up);
     assert!(
-        wait_converged(&redis, &settled_links(&ns), &names).is_some(),
+        wait_converged(&stage.redis, &settled_links(&stage.ns), &stage.names).is_some(),
         "STATE_DB did not reach the ports' state before the storm; see {}",
-        log.display()
+        stage.log.display()
     );
-    // From here on nothing is left to pop: stop the stand-in so Redis's
-    // counters hold only the daemon's and the harness's commands.
-    drop(consumer);
+}
 
-    // 2. Storm.
+/// 2. Rounds of admin down/up on every port in one `ip -batch`; returns
+/// what the kernel sent, for the saturation run.
+fn storm(
+    args: &Args,
+    stage: &Stage,
+    notes: &Notifications,
+    pid: u32,
+    info_con: &mut redis::Connection,
+    col: &mut Column,
+) -> kernel::Recording {
     let storm: Vec<String> = (0..args.rounds)
         .flat_map(|_| {
-            let down = names.iter().map(|p| format!("link set {p} down"));
-            let up = names.iter().map(|p| format!("link set {p} up"));
+            let down = stage.names.iter().map(|p| format!("link set {p} down"));
+            let up = stage.names.iter().map(|p| format!("link set {p} up"));
             down.chain(up).collect::<Vec<_>>()
         })
         .collect();
-    let recorder = kernel::Recorder::start(ns.name());
+    let recorder = kernel::Recorder::start(stage.ns.name());
     notes.clear();
     let cpu_before = CpuSnapshot::take(pid);
-    let redis_before = RedisSnapshot::take(&mut info_con);
+    let redis_before = RedisSnapshot::take(info_con);
     let storm_start = Instant::now();
-    ns.batch(&storm);
-    let polls = wait_converged(&redis, &settled_links(&ns), &names);
+    stage.ns.batch(&storm);
+    let polls = wait_converged(&stage.redis, &settled_links(&stage.ns), &stage.names);
     col.converged = polls.is_some();
     let last_write = notes.last_until_quiet("PORT_TABLE|Ethernet", Duration::from_millis(500));
     let cpu_after = CpuSnapshot::take(pid);
-    let redis_after = RedisSnapshot::take(&mut info_con);
-    let recording = recorder.finish(|| poke(&ns));
+    let redis_after = RedisSnapshot::take(info_con);
+    let recording = recorder.finish(|| poke(&stage.ns));
     if let (Some(seen), Some(last_change)) = (last_write, recording.last_port_change) {
         col.storm_ms = ms(seen.at - storm_start);
         col.after_last_change_ms = signed_ms(seen.at, last_change);
@@ -237,12 +294,16 @@ fn measure(args: &Args, n: usize) -> Column {
     col.kernel_messages = recording.messages;
     col.kernel_port_messages = recording.port_messages;
     col.recorder_overruns = recording.overruns;
+    recording
+}
 
-    // 3. Latency, beside the harness's floor.
+/// 3. One change at a time, beside the harness's floor.
+fn latency(args: &Args, stage: &Stage, notes: Notifications, col: &mut Column) -> Notifications {
+    let ns = &stage.ns;
     let ifindex = ns.link("Ethernet0").expect("Ethernet0").ifindex as u32;
     let recorder = kernel::Recorder::start(ns.name());
-    let (samples, floor, notes) = sample_latency(&ns, &redis, notes, ifindex, args.samples);
-    let announced = recorder.finish(|| poke(&ns)).port_events;
+    let (samples, floor, notes) = sample_latency(ns, &stage.redis, notes, ifindex, args.samples);
+    let announced = recorder.finish(|| poke(ns)).port_events;
     col.latency = samples.iter().map(|s| us(s.written - s.sent)).collect();
     col.latency_from_kernel = samples
         .iter()
@@ -254,17 +315,20 @@ fn measure(args: &Args, n: usize) -> Column {
         })
         .collect();
     col.floor = floor;
-    drop(notes);
+    notes
+}
 
-    // 4. References.
+/// 4. What Redis itself can take, pipelined.
+fn references(stage: &Stage, info_con: &mut redis::Connection, col: &mut Column) {
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg(STATE_PORT_LUA)
-        .query(&mut info_con)
+        .query(info_con)
         .expect("SCRIPT LOAD");
-    col.hset_rate = benchmark_rate(redis.socket(), &["-n", "500000", "-t", "hset"]);
+    let socket = stage.redis.socket();
+    col.hset_rate = benchmark_rate(socket, &["-n", "500000", "-t", "hset"]);
     col.evalsha_rate = benchmark_rate(
-        redis.socket(),
+        socket,
         &[
             "-n",
             "200000",
@@ -282,23 +346,6 @@ fn measure(args: &Args, n: usize) -> Column {
             "__rand_int__",
         ],
     );
-    stop_daemon(&mut daemon);
-    col.daemon_overruns = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .matches("receive buffer overran")
-        .count();
-    if !args.no_saturation {
-        // Start from an empty STATE_DB so every replayed port is written.
-        redis::cmd("FLUSHDB")
-            .exec(&mut info_con)
-            .expect("FLUSHDB STATE_DB");
-        col.saturation = Some(saturation::run(
-            redis.db_config(),
-            &names,
-            &recording.datagrams,
-        ));
-    }
-    col
 }
 
 fn spawn_daemon(args: &Args, ns: &Netns, db_config: &Path, log: &Path) -> Child {
