@@ -65,6 +65,9 @@ cargo fmt --all -- --check
 
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+# `--all-targets` skips benches marked `bench = false` (root-only, minutes
+# long); lint them too so they keep compiling against the daemon.
+cargo clippy --locked --bench e2e --bench warm_restart -- -D warnings
 
 if [[ ${SKIP_DENY:-0} != 1 ]]; then
     if ! command -v cargo-deny >/dev/null 2>&1; then

@@ -1,0 +1,186 @@
+//! Criterion benches of the daemon's hot path, one stage at a time:
+//! parsing a link message, the sync rules for one event, the coalescing
+//! queue under a storm, and rendering `/metrics` for 64, 512 and 1024 ports.
+//!
+//! Run with `cargo bench --bench micro`. The end-to-end figures (real
+//! links, real Redis) come from `scripts/bench.sh`; see docs/performance.md.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+
+use portsyncd::metrics::{Metrics, PortLabels};
+use portsyncd::netlink::{LinkEvent, NetlinkItem, ParseStats, parse_datagram};
+use portsyncd::queue::{CoalescingQueue, Target, Write};
+use portsyncd::sync::{Decision, StartMode, SyncRules, state_fields};
+
+/// The kernel's RTM_NEWLINK for a veth `Ethernet0` (mtu 9100, up, peer up),
+/// 1500 bytes with every attribute a 6.x kernel sends (stats, AF_SPEC,
+/// link info...). Captured once by `benches/fixtures/capture_newlink.py`.
+const NEWLINK: &[u8] = include_bytes!("fixtures/rtm_newlink_veth.bin");
+
+const COLD: StartMode = StartMode {
+    warm: false,
+    dpu: false,
+};
+
+fn port_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("Ethernet{}", i * 4)).collect()
+}
+
+/// The fixture parsed once, to feed the stages after the parser.
+fn fixture_event() -> LinkEvent {
+    let mut event = None;
+    parse_datagram(NEWLINK, &mut ParseStats::default(), |item| {
+        if let NetlinkItem::Link(ev) = item {
+            event = Some(ev);
+        }
+    });
+    event.expect("the fixture holds one RTM_NEWLINK")
+}
+
+/// Rules past the start-up dump, with `ports` configured: steady state.
+fn running_rules(ports: &[String]) -> SyncRules {
+    let mut rules = SyncRules::new(COLD, ports.iter().cloned());
+    rules.dump_started();
+    rules.dump_finished();
+    rules
+}
+
+fn parse_one_message(c: &mut Criterion) {
+    let event = fixture_event();
+    assert_eq!((event.name.as_str(), event.mtu), ("Ethernet0", 9100));
+    let mut group = c.benchmark_group("netlink");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("parse_rtm_newlink_1500B", |b| {
+        let mut stats = ParseStats::default();
+        b.iter(|| {
+            let mut n = 0;
+            parse_datagram(black_box(NEWLINK), &mut stats, |item| {
+                n += usize::from(matches!(black_box(item), NetlinkItem::Link(_)));
+            });
+            n
+        })
+    });
+    group.finish();
+}
+
+fn rules_one_event(c: &mut Criterion) {
+    let ports = port_names(512);
+    let mut rules = running_rules(&ports);
+    let mut event = fixture_event();
+    event.name = ports[100].clone();
+    let mut group = c.benchmark_group("sync");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("rules_newlink_configured_port", |b| {
+        b.iter(|| {
+            let decision = rules.on_event(black_box(&event));
+            assert!(matches!(decision, Decision::Write { .. }));
+            decision
+        })
+    });
+    group.finish();
+}
+
+/// `ports` x `rounds` x (down, up): what `ip -batch` makes the kernel send
+/// for an admin storm, as the writes the rules produce.
+fn storm_writes(ports: &[String], rounds: usize) -> Vec<(Target, Write)> {
+    let mut event = fixture_event();
+    let mut writes = Vec::with_capacity(ports.len() * rounds * 2);
+    for _ in 0..rounds {
+        for up in [false, true] {
+            for port in ports {
+                event.name.clone_from(port);
+                event.admin_up = up;
+                event.oper_up = up;
+                writes.push((
+                    Target::StatePort(port.clone()),
+                    Write::set(state_fields(&event)),
+                ));
+            }
+        }
+    }
+    writes
+}
+
+fn queue_under_storm(c: &mut Criterion) {
+    let ports = port_names(512);
+    let rounds = 10;
+    let writes = storm_writes(&ports, rounds);
+    let mut group = c.benchmark_group("queue");
+    group.throughput(Throughput::Elements(writes.len() as u64));
+    // Every event is pushed while the writer is away; then the writer drains
+    // it in batches of 512, as it would after one slow round trip.
+    group.bench_function("storm_512_ports_x10_push_then_drain", |b| {
+        b.iter_batched(
+            || writes.clone(),
+            |writes| {
+                let queue = CoalescingQueue::new(65_536);
+                let now = Instant::now();
+                for (target, write) in writes {
+                    queue.push(target, write, now);
+                }
+                assert_eq!(queue.len(), ports.len());
+                while !queue.is_empty() {
+                    let batch = queue.peek_batch(512);
+                    queue.commit(&batch);
+                }
+                queue
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+/// A registry as a busy daemon has it: every per-port series populated.
+fn populated_registry(ports: usize) -> Registry {
+    let metrics = Metrics::new();
+    for port in port_names(ports) {
+        let labels = PortLabels { port };
+        metrics.port_oper_status.get_or_create(&labels).set(1);
+        metrics.port_admin_status.get_or_create(&labels).set(1);
+        metrics.port_flaps.get_or_create(&labels).inc_by(3);
+    }
+    for i in 0..1000 {
+        metrics.event_latency.observe(0.000_05 * f64::from(i % 40));
+        metrics.redis_latency.observe(0.000_03 * f64::from(i % 40));
+    }
+    metrics.link_events_received.inc_by(123_456);
+    metrics.ignored("not_a_port");
+    metrics.redis_error("io");
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    registry
+}
+
+fn render_metrics(c: &mut Criterion) {
+    let mut group = c.benchmark_group("metrics");
+    for ports in [64, 512, 1024] {
+        let registry = populated_registry(ports);
+        let mut size = String::new();
+        encode(&mut size, &registry).expect("encode");
+        assert!(size.contains(&format!("port=\"Ethernet{}\"", (ports - 1) * 4)));
+        group.throughput(Throughput::Bytes(size.len() as u64));
+        group.bench_with_input(BenchmarkId::new("render", ports), &registry, |b, r| {
+            b.iter(|| {
+                let mut out = String::with_capacity(size.len());
+                encode(&mut out, black_box(r)).expect("encode");
+                out
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    parse_one_message,
+    rules_one_event,
+    queue_under_storm,
+    render_metrics
+);
+criterion_main!(benches);
