@@ -522,3 +522,45 @@ fn an_address_that_keeps_failing_handshakes_is_refused_for_a_while() {
         "{log}"
     );
 }
+
+/// Fault injection (issue 5): the server certificate and key vanish while
+/// the daemon runs. The endpoint keeps serving the set it has, says the
+/// reload failed, and port sync never notices; putting the files back is
+/// picked up without a restart.
+#[test]
+fn deleted_certificate_files_keep_the_old_set_and_port_sync_going() {
+    let mut e = Endpoint::start(&[]);
+    let (bed, certs) = (&e.bed, &e.certs);
+    let original = fingerprint_of_pem(fs::read_to_string(certs.path("server.crt")).unwrap().trim());
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = ["server.crt", "server.key"]
+        .iter()
+        .map(|f| (certs.path(f), fs::read(certs.path(f)).unwrap()))
+        .collect();
+    for (path, _) in &saved {
+        fs::remove_file(path).unwrap();
+    }
+    wait_sample_at_least(
+        &bed.ns,
+        certs,
+        "portsyncd_tls_reloads_total{reason=\"failed\"}",
+        1.0,
+    );
+    assert_eq!(served_fingerprint(&bed.ns, certs), original);
+    assert!(e.daemon.log().contains("metrics TLS reload refused"));
+
+    // Port sync goes on.
+    bed.ns.set_up("Ethernet0");
+    bed.redis.wait_state("Ethernet0", &[("admin_status", "up")]);
+    bed.ns.set_down("Ethernet0");
+    bed.redis
+        .wait_state("Ethernet0", &[("admin_status", "down")]);
+
+    // The files come back (key first, private, as an operator would).
+    for (path, bytes) in saved.iter().rev() {
+        fs::write(path, bytes).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    wait_sample_at_least(&bed.ns, certs, "portsyncd_tls_last_reload_success", 1.0);
+    assert_eq!(served_fingerprint(&bed.ns, certs), original);
+    e.daemon.assert_alive();
+}
