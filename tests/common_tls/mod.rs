@@ -171,6 +171,10 @@ pub fn start_daemon(bed: &Bed, certs: &Certs, extra: &[&str]) -> Daemon {
             log.contains("metrics endpoint listening") && log.contains("end of initial link update")
         },
     );
+    // Like syncd, create the netdevs once orchagent (here the consumer) has
+    // the ports: a STATE_DB write for a port not yet in APPL_DB is skipped,
+    // as upstream does.
+    bed.redis.wait_configured(&bed.names());
     for name in bed.names() {
         if bed.ns.link(name).is_none() {
             bed.ns.add_port(name);
