@@ -45,6 +45,40 @@ pub struct Writer {
     /// Set when a connection broke; the next connect raises the re-dump
     /// request, since Redis may have restarted from an older dump.
     lost_connection: bool,
+    /// Tells a storm from a lone change; see [`StormLinger`].
+    linger: StormLinger,
+}
+
+/// During a storm the kernel hands link messages over one by one, so a
+/// writer that sends as soon as it wakes pays a round trip (and two thread
+/// wake-ups) for every two or three keys. When the previous batch carried
+/// more than one key and ended a moment ago, the writer waits one short
+/// linger before taking the next batch, so keys gather and a port that
+/// changes twice costs one write. A lone change after a quiet spell is
+/// written at once: the linger never adds latency outside a storm.
+#[derive(Debug, Default)]
+struct StormLinger {
+    last_batch_keys: usize,
+    last_batch_end: Option<std::time::Instant>,
+}
+
+impl StormLinger {
+    /// How long keys may gather during a storm.
+    const LINGER: Duration = Duration::from_millis(1);
+    /// A gap longer than this since the last batch ends a storm.
+    const QUIET: Duration = Duration::from_millis(5);
+
+    fn in_storm(&self, now: std::time::Instant) -> bool {
+        self.last_batch_keys > 1
+            && self
+                .last_batch_end
+                .is_some_and(|end| now.duration_since(end) < Self::QUIET)
+    }
+
+    fn batch_done(&mut self, keys: usize, now: std::time::Instant) {
+        self.last_batch_keys = keys;
+        self.last_batch_end = Some(now);
+    }
 }
 
 impl Writer {
@@ -64,6 +98,7 @@ impl Writer {
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
             hooks: LoopHooks::default(),
             lost_connection: false,
+            linger: StormLinger::default(),
         }
     }
 
@@ -84,8 +119,16 @@ impl Writer {
             let result = if idle {
                 self.check_connection().await
             } else {
+                if self.linger.in_storm(std::time::Instant::now())
+                    && self.queue.len() < self.batch_max
+                {
+                    tokio::time::sleep(StormLinger::LINGER).await;
+                }
                 let batch = self.queue.peek_batch(self.batch_max);
-                self.write_batch(&batch).await
+                let result = self.write_batch(&batch).await;
+                self.linger
+                    .batch_done(batch.len(), std::time::Instant::now());
+                result
             };
             match result {
                 Ok(()) => self.backoff.reset(),
@@ -289,5 +332,27 @@ fn server_error_label(e: &RedisError) -> &'static str {
         ErrorKind::Server(ServerErrorKind::NoScript) => "noscript",
         ErrorKind::Server(ServerErrorKind::BusyLoading) => "loading",
         _ => "server",
+    }
+}
+
+#[cfg(test)]
+mod linger_tests {
+    use std::time::{Duration, Instant};
+
+    use super::StormLinger;
+
+    #[test]
+    fn only_a_multi_key_batch_that_just_ended_means_a_storm() {
+        let mut linger = StormLinger::default();
+        let t0 = Instant::now();
+        assert!(!linger.in_storm(t0), "nothing written yet");
+        linger.batch_done(1, t0);
+        assert!(!linger.in_storm(t0), "a lone change is no storm");
+        linger.batch_done(3, t0);
+        assert!(linger.in_storm(t0 + Duration::from_millis(1)));
+        assert!(
+            !linger.in_storm(t0 + Duration::from_millis(50)),
+            "a quiet spell ends the storm"
+        );
     }
 }
