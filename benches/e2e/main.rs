@@ -75,8 +75,8 @@ struct Args {
     /// whatever --cmd is).
     #[arg(long)]
     no_saturation: bool,
-    /// Disable IPv6 in the namespace before the netdevs are created (no
-    /// duplicate-address detection or router solicitations on N links).
+    /// Disable IPv6 on the netdevs the run creates (no duplicate-address
+    /// detection or router solicitations on N links); `lo` keeps it.
     #[arg(long)]
     no_ipv6: bool,
     /// Passed by `cargo bench`; ignored.
@@ -150,10 +150,9 @@ fn measure(args: &Args, n: usize) -> Column {
     if args.no_ipv6 {
         let out = Command::new("ip")
             .args(["netns", "exec", ns.name(), "sysctl", "-qw"])
-            .args([
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ])
+            // Only links created from now on: `lo` keeps IPv6, so the
+            // metrics endpoint can listen on [::1].
+            .arg("net.ipv6.conf.default.disable_ipv6=1")
             .status()
             .expect("sysctl");
         assert!(out.success(), "cannot disable IPv6 in the namespace");
