@@ -32,33 +32,6 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
         .unwrap_or_else(|| default.to_vec())
 }
 
-/// Cold start, then netdevs created as syncd would, all up with carrier.
-fn converged_bed(n: usize) -> Bed {
-    let names = port_names(n);
-    let bed = Bed::new(&as_strs(&names));
-    bed.redis.hset(
-        STATE_DB,
-        "WARM_RESTART_ENABLE_TABLE|system",
-        &[("enable", "true")],
-    );
-    let mut daemon = bed.daemon();
-    let long = Duration::from_secs(60);
-    wait_until(long, "PortConfigDone", || {
-        bed.redis.exists(APPL_DB, "PORT_TABLE:PortConfigDone")
-    });
-    let mut lines = Vec::new();
-    for name in &names {
-        let peer = Netns::peer_of(name);
-        lines.push(format!("link add {name} type veth peer name {peer}"));
-        lines.push(format!("link set dev {name} up"));
-        lines.push(format!("link set dev {peer} up"));
-    }
-    bed.ns.batch(&lines);
-    bed.wait_all_match_kernel(long, &bed.names());
-    assert!(daemon.sigterm_and_wait(long).success());
-    bed
-}
-
 fn warm_restart(bed: &Bed) -> Sample {
     let monitor = Monitor::start(&bed.redis);
     let started = Instant::now();
@@ -121,7 +94,7 @@ fn main() {
         "redis_commands"
     );
     for n in sizes {
-        let bed = converged_bed(n);
+        let bed = common::warm::bed_after_cold_run(n, Duration::from_secs(60));
         let samples: Vec<Sample> = (0..restarts).map(|_| warm_restart(&bed)).collect();
         println!(
             "{:>6} {:>9} {:>11.1} ms {:>11} ms {:>13} {:>12} {:>16}",

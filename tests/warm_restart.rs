@@ -15,38 +15,8 @@ use std::time::{Duration, Instant};
 use common::monitor::Monitor;
 use common::*;
 
-/// A bed whose daemon ran cold once: ports created after it started (as
-/// syncd does), all up with carrier, STATE_DB right. The daemon is stopped
-/// and warm restart is enabled, so the next start is warm.
 fn bed_after_cold_run(n: usize) -> Bed {
-    let names = port_names(n);
-    let bed = Bed::new(&as_strs(&names));
-    bed.redis.hset(
-        STATE_DB,
-        "WARM_RESTART_ENABLE_TABLE|system",
-        &[("enable", "true")],
-    );
-    let mut daemon = bed.daemon();
-    // Netdevs that exist before the initial dump ends are "old" on a cold
-    // start; syncd creates them after PortConfigDone, and so does this.
-    wait_until(DEADLINE, "PortConfigDone after the cold start", || {
-        bed.redis.exists(APPL_DB, "PORT_TABLE:PortConfigDone")
-    });
-    let mut lines = Vec::new();
-    for name in &names {
-        let peer = Netns::peer_of(name);
-        lines.push(format!("link add {name} type veth peer name {peer}"));
-        lines.push(format!("link set dev {name} up"));
-        lines.push(format!("link set dev {peer} up"));
-    }
-    bed.ns.batch(&lines);
-    bed.wait_all_match_kernel(DEADLINE, &bed.names());
-    wait_until(DEADLINE, "PortInitDone after the cold start", || {
-        bed.redis.exists(APPL_DB, "PORT_TABLE:PortInitDone")
-    });
-    let status = daemon.sigterm_and_wait(DEADLINE);
-    assert!(status.success(), "cold run exit: {status:?}");
-    bed
+    common::warm::bed_after_cold_run(n, DEADLINE)
 }
 
 /// Starts the daemon warm and waits until it says `reconciled`.

@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod monitor;
+pub mod warm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
