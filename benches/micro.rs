@@ -126,7 +126,7 @@ fn queue_under_storm(c: &mut Criterion) {
                 assert_eq!(queue.len(), ports.len());
                 while !queue.is_empty() {
                     let batch = queue.peek_batch(512);
-                    queue.commit(&batch);
+                    queue.commit(&batch, &vec![true; batch.len()]);
                 }
                 queue
             },

@@ -178,24 +178,32 @@ impl CoalescingQueue {
             .collect()
     }
 
-    /// Removes what Redis acknowledged. An entry that absorbed a newer write
-    /// while the batch was in flight stays, and is written again.
-    pub fn commit(&self, written: &[Pending]) {
+    /// Settles a batch taken with [`peek_batch`](Self::peek_batch):
+    /// `acked[i]` says whether Redis acknowledged `batch[i]`. Acknowledged
+    /// entries leave; one that absorbed a newer write while in flight, and
+    /// one Redis did not take, keep their place at the front and are
+    /// written again.
+    pub fn commit(&self, batch: &[Pending], acked: &[bool]) {
         let mut inner = self.lock();
         let mut kept = Vec::new();
-        for done in written {
+        for (done, &acked) in batch.iter().zip(acked) {
             let current = inner.entries.get(&done.target).map(|e| e.generation);
-            if current == Some(done.generation) {
+            if acked && current == Some(done.generation) {
                 inner.entries.remove(&done.target);
-            } else if let Some(entry) = inner.entries.get_mut(&done.target) {
+                continue;
+            }
+            let Some(entry) = inner.entries.get_mut(&done.target) else {
+                continue;
+            };
+            if acked {
                 // Everything up to the acknowledged write is in Redis; only
                 // what was folded in while the batch was in flight is not.
                 entry.oldest_unacked = entry.first_since_peek.unwrap_or(entry.generation);
-                kept.push(done.target.clone());
             }
+            kept.push(done.target.clone());
         }
         // The batch was the front of `order`; rebuild that front.
-        let n = written.len().min(inner.order.len());
+        let n = batch.len().min(inner.order.len());
         inner.order.drain(..n);
         for target in kept.into_iter().rev() {
             inner.order.push_front(target);
@@ -343,13 +351,31 @@ mod tests {
             Write::set(fields(&[("mtu", "9100")])),
             now,
         );
-        q.commit(&batch);
+        q.commit(&batch, &vec![true; batch.len()]);
         let rest = q.peek_batch(10);
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].target, port("Ethernet0"));
         assert_eq!(rest[0].write.fields, fields(&[("mtu", "9100")]));
-        q.commit(&rest);
+        q.commit(&rest, &vec![true; rest.len()]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_key_redis_refused_keeps_its_place_and_is_written_again() {
+        let q = CoalescingQueue::new(8);
+        let now = Instant::now();
+        for name in ["Ethernet0", "Ethernet4", "Ethernet8"] {
+            q.push(port(name), Write::set(fields(&[("mtu", "1500")])), now);
+        }
+        let batch = q.peek_batch(10);
+        // Redis took the first and the last, refused the middle one.
+        q.commit(&batch, &[true, false, true]);
+        let rest = q.peek_batch(10);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].target, port("Ethernet4"));
+        q.commit(&rest, &[true]);
+        assert!(q.is_empty());
+        assert!(q.peek_batch(10).is_empty());
     }
 
     #[test]
@@ -367,7 +393,7 @@ mod tests {
         q.push(port("Ethernet0"), set("9100"), now);
         q.push(port("Ethernet8"), set("1500"), now);
         assert!(!q.acknowledged_through(mark));
-        q.commit(&batch);
+        q.commit(&batch, &vec![true; batch.len()]);
         assert_eq!(q.len(), 2);
         assert!(q.acknowledged_through(mark));
         assert!(!q.acknowledged_through(q.mark()));
@@ -396,7 +422,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(q.len(), 1, "the second key must wait for space");
         let batch = q.peek_batch(1);
-        q.commit(&batch);
+        q.commit(&batch, &vec![true; batch.len()]);
         producer.join().unwrap();
         assert_eq!(q.peek_batch(1)[0].target, port("Ethernet4"));
     }

@@ -59,7 +59,7 @@ pub struct Writer {
 #[derive(Debug, Default)]
 struct StormLinger {
     last_batch_keys: usize,
-    last_batch_end: Option<std::time::Instant>,
+    last_batch_end: Option<Instant>,
 }
 
 impl StormLinger {
@@ -68,14 +68,14 @@ impl StormLinger {
     /// A gap longer than this since the last batch ends a storm.
     const QUIET: Duration = Duration::from_millis(5);
 
-    fn in_storm(&self, now: std::time::Instant) -> bool {
+    fn in_storm(&self, now: Instant) -> bool {
         self.last_batch_keys > 1
             && self
                 .last_batch_end
                 .is_some_and(|end| now.duration_since(end) < Self::QUIET)
     }
 
-    fn batch_done(&mut self, keys: usize, now: std::time::Instant) {
+    fn batch_done(&mut self, keys: usize, now: Instant) {
         self.last_batch_keys = keys;
         self.last_batch_end = Some(now);
     }
@@ -119,15 +119,12 @@ impl Writer {
             let result = if idle {
                 self.check_connection().await
             } else {
-                if self.linger.in_storm(std::time::Instant::now())
-                    && self.queue.len() < self.batch_max
-                {
+                if self.linger.in_storm(Instant::now()) && self.queue.len() < self.batch_max {
                     tokio::time::sleep(StormLinger::LINGER).await;
                 }
                 let batch = self.queue.peek_batch(self.batch_max);
                 let result = self.write_batch(&batch).await;
-                self.linger
-                    .batch_done(batch.len(), std::time::Instant::now());
+                self.linger.batch_done(batch.len(), Instant::now());
                 result
             };
             match result {
@@ -218,20 +215,21 @@ impl Writer {
             .observe((acked - started).as_secs_f64());
         self.metrics.redis_batches.inc();
 
-        let mut written = Vec::with_capacity(batch.len());
+        let mut acked_keys = Vec::with_capacity(batch.len());
         let mut first_error = None;
         for (pending, reply) in batch.iter().zip(replies) {
             match reply {
                 Ok(value) => {
                     self.record(pending, &value, acked);
-                    written.push(pending.clone());
+                    acked_keys.push(true);
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
+                    acked_keys.push(false);
                 }
             }
         }
-        self.queue.commit(&written);
+        self.queue.commit(batch, &acked_keys);
         match first_error {
             None => Ok(()),
             Some(e) => Err(classify(e)),
