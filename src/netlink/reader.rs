@@ -48,6 +48,10 @@ pub struct LinkReader {
     queue: Arc<CoalescingQueue>,
     metrics: Metrics,
     dump: Dump,
+    /// A dump request could not be sent; the loop asks again on its next
+    /// turn (at least once a second), whether it was the start-up dump or a
+    /// resync.
+    dump_request_failed: bool,
     eoiu: Option<oneshot::Sender<HashSet<String>>>,
     all_ports_seen: watch::Sender<bool>,
     /// Last oper status per port, to count flaps.
@@ -75,6 +79,7 @@ impl LinkReader {
             queue,
             metrics,
             dump: Dump::Idle,
+            dump_request_failed: false,
             eoiu: Some(eoiu_tx),
             all_ports_seen: seen_tx,
             last_oper: HashMap::new(),
@@ -131,6 +136,9 @@ impl LinkReader {
                     self.metrics.netlink_up.set(1);
                 }
             }
+            if std::mem::take(&mut self.dump_request_failed) && self.dump == Dump::Idle {
+                self.start_dump();
+            }
             if self.hooks.resync.take() {
                 info!(
                     "Redis is back and may have lost writes; re-dumping every link to rewrite STATE_DB"
@@ -166,10 +174,11 @@ impl LinkReader {
                 debug!(seq, "link dump requested");
             }
             Err(e) => {
-                // Try again on the next overrun or datagram; say so loudly.
+                // The loop asks again on its next turn; say so loudly.
                 error!(error = %e, "cannot request a link dump; will retry");
                 std::thread::sleep(Duration::from_millis(100));
                 self.dump = Dump::Idle;
+                self.dump_request_failed = true;
             }
         }
     }
@@ -205,10 +214,6 @@ impl LinkReader {
                     self.start_dump();
                 }
             }
-        }
-        // A dump that was refused or failed to send is retried here.
-        if self.dump == Dump::Idle && self.eoiu.is_some() {
-            self.start_dump();
         }
     }
 
