@@ -4,6 +4,7 @@
 //! writer. See docs/architecture in the repository for the picture.
 
 pub mod backoff;
+pub mod bounded_file;
 pub mod check_config;
 pub mod config;
 pub mod config_file;
