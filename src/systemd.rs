@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
-use crate::queue::CoalescingQueue;
 
 /// A heartbeat older than this is stale even when `WatchdogSec=` is shorter:
 /// the writer's slowest healthy turn (connect 2 s + script load 5 s +
@@ -180,7 +179,8 @@ pub async fn run_watchdog(
     notifier: Arc<Notifier>,
     period: Duration,
     liveness: Liveness,
-    queue: Arc<CoalescingQueue>,
+    metrics: Metrics,
+    queue_capacity: u64,
 ) {
     let stale_after = period.max(MIN_STALE_AFTER);
     let mut ticks = tokio::time::interval(period / 2);
@@ -191,7 +191,10 @@ pub async fn run_watchdog(
     );
     loop {
         ticks.tick().await;
-        match liveness.verdict(stale_after, queue.is_full()) {
+        match liveness.verdict(
+            stale_after,
+            metrics.queue_depth.get() as u64 >= queue_capacity,
+        ) {
             Verdict::Alive => {
                 notifier.notify("WATCHDOG=1");
                 if withheld {
@@ -247,14 +250,20 @@ pub fn start(
     notifier: Arc<Notifier>,
     metrics: Metrics,
     liveness: Liveness,
-    queue: Arc<CoalescingQueue>,
+    queue_capacity: u64,
 ) {
     if !notifier.is_enabled() {
         return;
     }
-    tokio::spawn(announce_ready(notifier.clone(), metrics));
+    tokio::spawn(announce_ready(notifier.clone(), metrics.clone()));
     if let Some(period) = watchdog_period() {
-        tokio::spawn(run_watchdog(notifier, period, liveness, queue));
+        tokio::spawn(run_watchdog(
+            notifier,
+            period,
+            liveness,
+            metrics,
+            queue_capacity,
+        ));
     }
 }
 

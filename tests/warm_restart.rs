@@ -100,7 +100,7 @@ fn changes_while_down_are_written_and_nothing_else() {
     let expected: BTreeMap<String, BTreeSet<String>> = [
         (
             "PORT_TABLE|Ethernet0",
-            &["carrier_changes", "netdev_oper_status"][..],
+            &["netdev_oper_status"][..],
         ),
         ("PORT_TABLE|Ethernet4", &["mtu"][..]),
     ]

@@ -74,12 +74,18 @@ pub fn notifications_cover_hashes(flags: &str) -> bool {
     flags.contains('K') && (flags.contains('A') || flags.contains('h'))
 }
 
-/// Starts following `LOGGER|portsyncd` of `config` in the background.
+/// Starts following `LOGGER|portsyncd` of `config` on a thread of its own,
+/// off the data path.
 pub fn spawn(config: &Database, tcp: bool) -> Result<()> {
     let client = client_for(config, tcp)?;
     let key = config.key(TABLE, DAEMON);
     let channel = format!("__keyspace@{}__:{key}", config.id);
-    tokio::spawn(follow(client, key, channel));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("logger-table".into())
+        .spawn(move || runtime.block_on(follow(client, key, channel)))?;
     Ok(())
 }
 

@@ -4,5 +4,5 @@
 pub mod connect;
 pub mod db_config;
 pub mod logger_table;
-pub mod scripts;
+pub mod producer;
 pub mod warm_table;

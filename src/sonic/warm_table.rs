@@ -14,7 +14,7 @@ use crate::backoff::Backoff;
 pub const APP_NAME: &str = "portsyncd";
 pub const CONTAINER_NAME: &str = "swss";
 const ENABLE_TABLE: &str = "WARM_RESTART_ENABLE_TABLE";
-const RESTART_TABLE: &str = "WARM_RESTART_TABLE";
+pub const RESTART_TABLE: &str = "WARM_RESTART_TABLE";
 
 /// The values of `WARM_RESTART_TABLE|portsyncd` `state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -461,14 +461,14 @@ pub struct LinkState {
 }
 
 impl LinkState {
-    /// The fields portsyncd should write to STATE_DB for this link.
+    /// The fields portsyncd should write to STATE_DB for this link: exactly
+    /// the four upstream writes.
     pub fn expected_state_fields(&self) -> Vec<(&'static str, String)> {
         vec![
             ("state", "ok".to_string()),
             ("admin_status", updown(self.admin_up).to_string()),
             ("netdev_oper_status", updown(self.oper_up).to_string()),
             ("mtu", self.mtu.to_string()),
-            ("carrier_changes", self.carrier_changes.to_string()),
         ]
     }
 
