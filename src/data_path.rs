@@ -14,13 +14,15 @@ use tokio::io::unix::AsyncFd;
 use tracing::{debug, error, info, warn};
 
 use crate::metrics::{Metrics, PortLabels};
-use crate::netlink::{LinkChange, LinkSocket, NetlinkItem, ParseStats, RecvOutcome, parse_datagram};
+use crate::netlink::{
+    LinkChange, LinkSocket, NetlinkItem, ParseStats, RecvOutcome, parse_datagram,
+};
 use crate::port_name::PortName;
 use crate::queue::{CoalescingQueue, Key, Op};
 use crate::sync::{Decision, SyncRules};
 use crate::systemd::{IDLE_BEAT, Liveness};
 use crate::warm_reconcile::Progress;
-use crate::writer::{Landed, Round, RoundFuture, Writer};
+use crate::writer::{Landed, Round, RoundFuture, RoundReply, Writer};
 
 /// Why the loop ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -89,7 +91,54 @@ impl Core {
         }
     }
 
-    fn on_datagram(&mut self, bytes: &[u8], now: Instant) {
+    /// Sends what is due as one round, unless nothing is.
+    pub fn plan_round(&mut self, now: Instant) -> Option<(Round, RoundFuture)> {
+        let round = self.writer.plan(&mut self.queue, now, &mut self.landed);
+        if !self.landed.is_empty() {
+            self.on_landed(now);
+        }
+        round
+    }
+
+    /// Settles a round's replies; `Some(Exit::DataLost)` when a marker
+    /// says Redis lost its data.
+    pub async fn settle_round(&mut self, done: Round, reply: RoundReply) -> Option<Exit> {
+        let now = Instant::now();
+        self.metrics.redis_batches.inc();
+        self.metrics
+            .redis_latency
+            .observe(now.saturating_duration_since(done.sent).as_secs_f64());
+        let outcome = self
+            .writer
+            .settle(done, reply, &mut self.queue, now, &mut self.landed);
+        self.on_landed(now);
+        if let Some(e) = &outcome.connection_error {
+            self.metrics.redis_error("io");
+            debug!(error = %e, "Redis round failed");
+        }
+        if outcome.data_lost {
+            warn!(
+                "Redis lost its data (restarted empty or flushed): publishing everything again as on a cold start"
+            );
+            return Some(Exit::DataLost);
+        }
+        if outcome.reconnected_after_loss {
+            self.metrics.redis_reconnects.inc();
+            info!(
+                "Redis is back and may have lost writes; re-reading STATE_DB and re-dumping every link to rewrite STATE_DB"
+            );
+            self.writer.check_markers = true;
+            if let Err(e) = reseed(self).await {
+                warn!(error = %e, "cannot re-read STATE_DB after reconnecting; writing every field");
+                self.writer.image.clear();
+            }
+            self.redump();
+        }
+        None
+    }
+
+    /// Parses one datagram and folds what the rules decide into the queue.
+    pub fn on_datagram(&mut self, bytes: &[u8], now: Instant) {
         let before = self.stats;
         let mut stats = self.stats;
         parse_datagram(bytes, &mut stats, |item| self.on_item(item, now));
@@ -188,7 +237,11 @@ impl Core {
     }
 
     fn on_dump_done(&mut self, seq: u32, interrupted: bool, now: Instant) {
-        let Dump::Running { seq: running, again } = self.dump else {
+        let Dump::Running {
+            seq: running,
+            again,
+        } = self.dump
+        else {
             return;
         };
         if running != seq {
@@ -208,7 +261,8 @@ impl Core {
         self.dump = Dump::Idle { wanted: again };
         if !self.eoiu_seen {
             self.eoiu_seen = true;
-            self.progress.on_eoiu(&mut self.queue, self.rules.live_count());
+            self.progress
+                .on_eoiu(&mut self.queue, self.rules.live_count());
         }
     }
 
@@ -341,10 +395,7 @@ pub async fn run(
         }
         core.start_dump_if_wanted(socket.get_mut());
         if round.is_none() {
-            round = core.writer.plan(&mut core.queue, now, &mut core.landed);
-            if !core.landed.is_empty() {
-                core.on_landed(now);
-            }
+            round = core.plan_round(now);
         }
         if let Some(deadline) = stopping
             && round.is_none()
@@ -377,30 +428,8 @@ pub async fn run(
             biased;
             reply = async { round.as_mut().expect("guarded").1.as_mut().await }, if round.is_some() => {
                 let (done, _) = round.take().expect("guarded");
-                let now = Instant::now();
-                core.metrics.redis_batches.inc();
-                core.metrics
-                    .redis_latency
-                    .observe(now.saturating_duration_since(done.sent).as_secs_f64());
-                let outcome = core.writer.settle(done, reply, &mut core.queue, now, &mut core.landed);
-                core.on_landed(now);
-                if let Some(e) = &outcome.connection_error {
-                    core.metrics.redis_error("io");
-                    debug!(error = %e, "Redis round failed");
-                }
-                if outcome.data_lost {
-                    warn!("Redis lost its data (restarted empty or flushed): publishing everything again as on a cold start");
+                if core.settle_round(done, reply).await == Some(Exit::DataLost) {
                     return Exit::DataLost;
-                }
-                if outcome.reconnected_after_loss {
-                    core.metrics.redis_reconnects.inc();
-                    info!("Redis is back and may have lost writes; re-reading STATE_DB and re-dumping every link");
-                    core.writer.check_markers = true;
-                    if let Err(e) = reseed(core).await {
-                        warn!(error = %e, "cannot re-read STATE_DB after reconnecting; writing every field");
-                        core.writer.image.clear();
-                    }
-                    core.redump();
                 }
             }
             guard = socket.readable_mut(), if reading => {

@@ -89,7 +89,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         metrics
             .warm_restart_count
             .set(i64::try_from(inputs.warm.restore_count).unwrap_or(i64::MAX));
-        info!(warm = mode.warm, dpu = mode.dpu, ports = inputs.ports.len(), "start-up configuration read");
+        info!(
+            warm = mode.warm,
+            dpu = mode.dpu,
+            ports = inputs.ports.len(),
+            "start-up configuration read"
+        );
         let socket = match &mut socket {
             Some(socket) => socket,
             None => {
@@ -131,9 +136,17 @@ struct Conns {
 /// Reads CONFIG_DB and STATE_DB, decides warm or cold and records the first
 /// warm-restart state, retrying until Redis answers. After Redis lost its
 /// data it also waits until CONFIG_DB holds ports again.
-async fn read_inputs(cli: &Cli, layout: &DbLayout, after_data_loss: bool) -> (StartupInputs, Conns) {
+async fn read_inputs(
+    cli: &Cli,
+    layout: &DbLayout,
+    after_data_loss: bool,
+) -> (StartupInputs, Conns) {
     let client = |db| client_for(db, cli.redis_tcp).expect("clients were checked at start");
-    let (config, state, appl) = (client(&layout.config), client(&layout.state), client(&layout.appl));
+    let (config, state, appl) = (
+        client(&layout.config),
+        client(&layout.state),
+        client(&layout.appl),
+    );
     let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         let mut config_conn = connect_with_retry(&config, "CONFIG_DB").await;
@@ -195,17 +208,25 @@ fn open_socket(
     for (ifindex, name) in old_interfaces(mode, &present) {
         let name = String::from_utf8_lossy(&name).into_owned();
         match bring_link_down(ifindex) {
-            Ok(()) => info!(link = %name, ifindex, "old interface brought down; ignored until recreated"),
+            Ok(()) => {
+                info!(link = %name, ifindex, "old interface brought down; ignored until recreated")
+            }
             Err(e) => warn!(link = %name, ifindex, error = %e, "cannot bring old interface down"),
         }
         old.push(ifindex);
     }
-    socket.set_nonblocking().context("cannot make the netlink socket non-blocking")?;
+    socket
+        .set_nonblocking()
+        .context("cannot make the netlink socket non-blocking")?;
     metrics
         .netlink_receive_buffer_bytes
         .set(i64::try_from(socket.granted_rcvbuf).unwrap_or(i64::MAX));
     metrics.netlink_up.set(1);
-    info!(granted_bytes = socket.granted_rcvbuf, old_interfaces = old.len(), "netlink socket open, subscribed to link events");
+    info!(
+        granted_bytes = socket.granted_rcvbuf,
+        old_interfaces = old.len(),
+        "netlink socket open, subscribed to link events"
+    );
     // SAFETY: the LinkSocket owns its fd for its whole life (it closes it
     // only when dropped, which the AsyncFd does) and as_raw_fd always
     // returns that same fd.
@@ -248,9 +269,15 @@ async fn build_core(
         Err(e) => warn!(error = %e, "cannot read APPL_DB PORT_TABLE; asking port by port"),
     }
     writer.adopt(conns.state, conns.appl);
-    writer.markers.state = Some(layout.state.key(warm_table::RESTART_TABLE, warm_table::APP_NAME));
+    writer.markers.state = Some(
+        layout
+            .state
+            .key(warm_table::RESTART_TABLE, warm_table::APP_NAME),
+    );
     let mut queue = CoalescingQueue::new(cli.queue_capacity as usize);
-    let warm_key = layout.state.key(warm_table::RESTART_TABLE, warm_table::APP_NAME);
+    let warm_key = layout
+        .state
+        .key(warm_table::RESTART_TABLE, warm_table::APP_NAME);
     let progress = Progress::start(&inputs, warm_key, &mut queue, metrics.clone(), started);
     Core::new(
         SyncRules::new(old.iter().copied()),

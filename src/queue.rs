@@ -413,7 +413,11 @@ mod tests {
         let mut q = CoalescingQueue::new(8);
         let now = Instant::now();
         for i in 0..1000 {
-            q.push(port("Ethernet0"), Op::port_set(state(i % 2 == 0), false), now);
+            q.push(
+                port("Ethernet0"),
+                Op::port_set(state(i % 2 == 0), false),
+                now,
+            );
         }
         assert_eq!(q.len(), 1);
         assert_eq!(q.coalesced_total, 999);
@@ -515,7 +519,10 @@ mod tests {
         q.acked(&batch[0]);
         assert!(!q.acknowledged_through(mark));
         q.refused(&batch[1], now);
-        assert!(q.acknowledged_through(mark), "a refused key is not waited for");
+        assert!(
+            q.acknowledged_through(mark),
+            "a refused key is not waited for"
+        );
         assert!(!q.acknowledged_through(q.mark()));
     }
 

@@ -88,7 +88,10 @@ mod tests {
     fn a_seeded_row_with_other_values_is_corrected() {
         let mut image = StateImage::default();
         let p = PortName::from("Ethernet0");
-        image.seed(p.clone(), [Some(b"ok".to_vec()), None, None, Some(b"1500".to_vec())]);
+        image.seed(
+            p.clone(),
+            [Some(b"ok".to_vec()), None, None, Some(b"1500".to_vec())],
+        );
         assert_eq!(image.changes(&p, &values("up"), false), vec![1, 2, 3]);
     }
 }

@@ -63,7 +63,9 @@ pub enum Decision {
         recreated: bool,
     },
     /// RTM_DELLINK: delete STATE_DB `PORT_TABLE|port`.
-    Delete { port: PortName },
+    Delete {
+        port: PortName,
+    },
 }
 
 /// How the daemon started, which decides the old-interface rule.
@@ -308,14 +310,24 @@ mod tests {
     #[test]
     fn newlink_carries_the_netdev_state() {
         let mut rules = SyncRules::new([]);
-        let Decision::Set { port, state, recreated } = rules.on_event(&new(4, "Ethernet4")) else {
+        let Decision::Set {
+            port,
+            state,
+            recreated,
+        } = rules.on_event(&new(4, "Ethernet4"))
+        else {
             panic!("expected a write");
         };
         assert_eq!(port, PortName::from("Ethernet4"));
         assert!(!recreated);
         assert_eq!(
             state_values(&state),
-            [b"ok".to_vec(), b"down".to_vec(), b"up".to_vec(), b"9100".to_vec()]
+            [
+                b"ok".to_vec(),
+                b"down".to_vec(),
+                b"up".to_vec(),
+                b"9100".to_vec()
+            ]
         );
     }
 
@@ -324,9 +336,21 @@ mod tests {
         let mut rules = SyncRules::new([]);
         rules.on_event(&new(4, "Ethernet4"));
         let again = rules.on_event(&new(4, "Ethernet4"));
-        assert!(matches!(again, Decision::Set { recreated: false, .. }));
+        assert!(matches!(
+            again,
+            Decision::Set {
+                recreated: false,
+                ..
+            }
+        ));
         let recreated = rules.on_event(&new(40, "Ethernet4"));
-        assert!(matches!(recreated, Decision::Set { recreated: true, .. }));
+        assert!(matches!(
+            recreated,
+            Decision::Set {
+                recreated: true,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -246,12 +246,7 @@ pub async fn announce_ready(notifier: Arc<Notifier>, metrics: Metrics) {
 }
 
 /// Starts the readiness and watchdog tasks for the daemon's lifetime.
-pub fn start(
-    notifier: Arc<Notifier>,
-    metrics: Metrics,
-    liveness: Liveness,
-    queue_capacity: u64,
-) {
+pub fn start(notifier: Arc<Notifier>, metrics: Metrics, liveness: Liveness, queue_capacity: u64) {
     if !notifier.is_enabled() {
         return;
     }

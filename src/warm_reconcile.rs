@@ -50,7 +50,10 @@ enum Warm {
     /// Waiting for EOIU, at most until this instant.
     Collecting(Instant),
     /// `restored` queued; `reconciled` once everything before `mark` landed.
-    Restored { mark: u64, by_timer: bool },
+    Restored {
+        mark: u64,
+        by_timer: bool,
+    },
     Reconciled,
 }
 
@@ -156,8 +159,13 @@ impl Progress {
             ports_awaiting_row = self.awaiting_row.len(),
             "end of initial link update (EOIU)"
         );
-        if let Warm::Collecting(_) = self.warm {
-            self.restored(queue, false);
+        match self.warm {
+            Warm::Collecting(_) => self.restored(queue, false),
+            // A cold start has nothing to reconcile: done at EOIU.
+            Warm::Off => {
+                self.metrics.warm_restart_reconciled.set(1);
+            }
+            _ => {}
         }
     }
 
@@ -172,7 +180,10 @@ impl Progress {
     fn push_warm_state(&self, queue: &mut CoalescingQueue, state: WarmState) {
         queue.push(
             Key::StateHash(self.warm_key.clone()),
-            Op::Fields(vec![(b"state".to_vec(), state.as_str().as_bytes().to_vec())]),
+            Op::Fields(vec![(
+                b"state".to_vec(),
+                state.as_str().as_bytes().to_vec(),
+            )]),
             Instant::now(),
         );
     }
@@ -183,7 +194,10 @@ impl Progress {
             self.config_done_queued = true;
             queue.push(
                 Key::ApplPort(CONFIG_DONE.to_vec()),
-                Op::Fields(vec![(b"count".to_vec(), self.count.to_string().into_bytes())]),
+                Op::Fields(vec![(
+                    b"count".to_vec(),
+                    self.count.to_string().into_bytes(),
+                )]),
                 now,
             );
         }
@@ -284,10 +298,7 @@ mod tests {
             vec![b"Ethernet0".to_vec(), b"Ethernet4".to_vec()]
         );
         p.tick(&mut queue, now);
-        assert_eq!(
-            drain_appl(&mut queue, &mut p),
-            vec![CONFIG_DONE.to_vec()]
-        );
+        assert_eq!(drain_appl(&mut queue, &mut p), vec![CONFIG_DONE.to_vec()]);
         p.tick(&mut queue, now);
         assert!(queue.is_empty(), "PortInitDone waits for the rows");
         let row = |port: &str| Landed::Row {
@@ -309,7 +320,13 @@ mod tests {
     fn no_ports_means_both_notices_at_once() {
         let mut queue = CoalescingQueue::new(64);
         let now = Instant::now();
-        let mut p = Progress::start(&inputs(false, &[]), "W".into(), &mut queue, Metrics::new(), now);
+        let mut p = Progress::start(
+            &inputs(false, &[]),
+            "W".into(),
+            &mut queue,
+            Metrics::new(),
+            now,
+        );
         p.tick(&mut queue, now);
         assert_eq!(drain_appl(&mut queue, &mut p), vec![CONFIG_DONE.to_vec()]);
         p.tick(&mut queue, now);
@@ -321,10 +338,19 @@ mod tests {
         let mut queue = CoalescingQueue::new(64);
         let now = Instant::now();
         let metrics = Metrics::new();
-        let mut p = Progress::start(&inputs(true, &["Ethernet0"]), "W".into(), &mut queue, metrics.clone(), now);
+        let mut p = Progress::start(
+            &inputs(true, &["Ethernet0"]),
+            "W".into(),
+            &mut queue,
+            metrics.clone(),
+            now,
+        );
         assert!(queue.is_empty(), "no producer writes on a warm start");
         p.tick(&mut queue, now + DEFAULT_RECONCILE_TIMER);
-        assert!(queue.contains(&Key::StateHash("W".into())), "restored by timer");
+        assert!(
+            queue.contains(&Key::StateHash("W".into())),
+            "restored by timer"
+        );
         let mut taken = Vec::new();
         queue.take_due(now, 10, &mut taken);
         queue.acked(&taken[0]);
@@ -335,7 +361,10 @@ mod tests {
 
     #[test]
     fn a_timer_at_the_end_of_time_does_not_panic() {
-        assert_eq!(reconcile_timer(Some(u64::MAX)), Duration::from_secs(u64::MAX));
+        assert_eq!(
+            reconcile_timer(Some(u64::MAX)),
+            Duration::from_secs(u64::MAX)
+        );
         let mut queue = CoalescingQueue::new(4);
         let mut i = inputs(true, &[]);
         i.reconcile_timer = Some(u64::MAX);

@@ -210,7 +210,10 @@ impl Writer {
         ports: &[PortName],
     ) -> redis::RedisResult<Vec<crate::state_image::Row>> {
         let Some(conn) = self.state.conn.as_mut() else {
-            return Err(RedisError::from((ErrorKind::Io, "STATE_DB is not connected")));
+            return Err(RedisError::from((
+                ErrorKind::Io,
+                "STATE_DB is not connected",
+            )));
         };
         crate::startup::read_state_rows(conn, &self.layout, ports).await
     }
@@ -469,30 +472,30 @@ impl Writer {
                         _ => queue.acked(&taken),
                     }
                 }
-                Plan::Appl { taken, at } => {
-                    match appl.as_ref().and_then(|r| r.get(at)) {
-                        None => queue.returned(&taken),
-                        Some(Ok(_)) => {
-                            queue.acked(&taken);
-                            if let Key::ApplPort(key) = taken.key {
-                                landed.push(Landed::Appl(key));
-                            }
-                        }
-                        Some(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                            info!("Redis lost its script cache (restart or SCRIPT FLUSH); reloading the producer script");
-                            self.script_needed = true;
-                            queue.returned(&taken);
-                        }
-                        Some(Err(e)) => {
-                            let failures = queue.refused(&taken, now);
-                            landed.push(Landed::Refused {
-                                key: taken.key.clone(),
-                                failures,
-                                error: e.to_string(),
-                            });
+                Plan::Appl { taken, at } => match appl.as_ref().and_then(|r| r.get(at)) {
+                    None => queue.returned(&taken),
+                    Some(Ok(_)) => {
+                        queue.acked(&taken);
+                        if let Key::ApplPort(key) = taken.key {
+                            landed.push(Landed::Appl(key));
                         }
                     }
-                }
+                    Some(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        info!(
+                            "Redis lost its script cache (restart or SCRIPT FLUSH); reloading the producer script"
+                        );
+                        self.script_needed = true;
+                        queue.returned(&taken);
+                    }
+                    Some(Err(e)) => {
+                        let failures = queue.refused(&taken, now);
+                        landed.push(Landed::Refused {
+                            key: taken.key.clone(),
+                            failures,
+                            error: e.to_string(),
+                        });
+                    }
+                },
                 Plan::StateHash { taken, at } => match state.as_ref().and_then(|r| r.get(at)) {
                     None => queue.returned(&taken),
                     Some(Ok(_)) => {
@@ -516,15 +519,15 @@ impl Writer {
     }
 
     /// The reply at `at`: `None` when no command was sent, `Some(None)` when
-/// the side never answered.
-fn reply_of(
-    replies: &Option<Vec<redis::RedisResult<Value>>>,
-    at: Option<usize>,
-) -> Option<Option<&redis::RedisResult<Value>>> {
-    at.map(|i| replies.as_ref().and_then(|r| r.get(i)))
-}
+    /// the side never answered.
+    fn reply_of(
+        replies: &Option<Vec<redis::RedisResult<Value>>>,
+        at: Option<usize>,
+    ) -> Option<Option<&redis::RedisResult<Value>>> {
+        at.map(|i| replies.as_ref().and_then(|r| r.get(i)))
+    }
 
-/// Takes a side's connection back; on a connection failure schedules
+    /// Takes a side's connection back; on a connection failure schedules
     /// the reconnect. Returns the replies when the side answered.
     fn side_back(
         &mut self,

@@ -70,12 +70,7 @@ fn admin_carrier_and_mtu_are_reflected() {
     keys.sort();
     assert_eq!(
         keys,
-        [
-            "admin_status",
-            "mtu",
-            "netdev_oper_status",
-            "state"
-        ],
+        ["admin_status", "mtu", "netdev_oper_status", "state"],
         "unexpected fields in STATE_DB PORT_TABLE|Ethernet0: {row:?}"
     );
     daemon.assert_alive();

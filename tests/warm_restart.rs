@@ -98,10 +98,7 @@ fn changes_while_down_are_written_and_nothing_else() {
     bed.wait_all_match_kernel(DEADLINE, &bed.names());
     let written = fields_written(&monitor.port_writes());
     let expected: BTreeMap<String, BTreeSet<String>> = [
-        (
-            "PORT_TABLE|Ethernet0",
-            &["netdev_oper_status"][..],
-        ),
+        ("PORT_TABLE|Ethernet0", &["netdev_oper_status"][..]),
         ("PORT_TABLE|Ethernet4", &["mtu"][..]),
     ]
     .into_iter()

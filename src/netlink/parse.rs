@@ -131,9 +131,7 @@ pub fn parse_link<'a>(
 fn nla_value<'a>(buffer: &'a [u8], nla: &NlaBuffer<&[u8]>) -> &'a [u8] {
     let value = nla.value();
     let start = (value.as_ptr() as usize).saturating_sub(buffer.as_ptr() as usize);
-    buffer
-        .get(start..start + value.len())
-        .unwrap_or_default()
+    buffer.get(start..start + value.len()).unwrap_or_default()
 }
 
 fn until_nul(raw: &[u8]) -> &[u8] {
