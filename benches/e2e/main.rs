@@ -316,8 +316,10 @@ fn latency(args: &Args, stage: &Stage, notes: Notifications, col: &mut Column) -
     notes
 }
 
-/// 4. What Redis itself can take, pipelined: the HSET the daemon's hot
-/// path sends, as the reference for the Redis CPU per change.
+/// 4. What Redis itself can take, pipelined.
+///
+/// The HSET the daemon's hot path sends is the reference for the Redis CPU
+/// per change.
 fn references(stage: &Stage, _info_con: &mut redis::Connection, col: &mut Column) {
     let socket = stage.redis.socket();
     col.hset_rate = benchmark_rate(socket, &["-n", "500000", "-t", "hset"]);
