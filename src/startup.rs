@@ -82,7 +82,8 @@ pub async fn read_inputs(
     })
 }
 
-/// Our four fields of each port's STATE_DB row (one pipelined HMGET).
+/// Our four fields of each port's STATE_DB row (one pipelined HMGET). A row
+/// Redis cannot read (not a hash) reads as empty: its writes will say why.
 pub async fn read_state_rows(
     state: &mut MultiplexedConnection,
     layout: &DbLayout,
@@ -92,17 +93,18 @@ pub async fn read_state_rows(
         return Ok(Vec::new());
     }
     let mut pipe = redis::pipe();
+    pipe.ignore_errors();
     for port in ports {
         pipe.cmd("HMGET")
             .arg(table_key(&layout.state, PORT_TABLE, port.as_bytes()))
             .arg(&STATE_FIELDS[..]);
     }
-    let rows: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(state).await?;
+    let rows: Vec<redis::RedisResult<Vec<Option<Vec<u8>>>>> = pipe.query_async(state).await?;
     Ok(rows
         .into_iter()
         .map(|r| {
             let mut row = Row::default();
-            for (slot, value) in row.iter_mut().zip(r) {
+            for (slot, value) in row.iter_mut().zip(r.unwrap_or_default()) {
                 *slot = value;
             }
             row

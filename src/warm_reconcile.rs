@@ -148,6 +148,14 @@ impl Progress {
             Landed::Appl(key) => {
                 self.config_pending.remove(key);
             }
+            // A row Redis refuses is retried on its own; PortInitDone does
+            // not wait for it (one bad key must not hold the switch back).
+            Landed::Refused {
+                key: Key::StatePort(port),
+                ..
+            } if self.awaiting_row.remove(port) => {
+                warn!(port = %port, "PortInitDone will not wait for this port: Redis refuses its STATE_DB row");
+            }
             _ => {}
         }
     }

@@ -7,6 +7,16 @@
 -- ARGV[3..]: field, value pairs
 -- The consumer is woken (PUBLISH "G") only when the key was not already
 -- pending, exactly as swss-common does.
+-- Refuse before writing anything if a key has the wrong type: a script's
+-- writes before an error are not undone, and a half-done set would leave
+-- the key in the key set without a notification.
+for i = 2, 4 do
+    local kind = redis.call('TYPE', KEYS[i])['ok']
+    local want = (i == 3) and 'hash' or 'set'
+    if kind ~= 'none' and kind ~= want then
+        return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. kind .. ', not a ' .. want)
+    end
+end
 local added = redis.call('SADD', KEYS[2], ARGV[1])
 if ARGV[2] == '1' then
     redis.call('SADD', KEYS[4], ARGV[1])
