@@ -411,18 +411,19 @@ pub async fn run(
             }
             return Exit::Shutdown;
         }
-        let wake = [
-            Some(next_tick),
-            core.queue.next_due(),
-            core.writer.retry_at(),
+        // Wake for the next timed thing only: while a round is in flight its
+        // reply wakes the loop, and a time already past would spin it.
+        let timers = [
+            round.is_none().then(|| core.queue.next_due()).flatten(),
+            round.is_none().then(|| core.writer.retry_at()).flatten(),
             core.progress.deadline(),
             stopping,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(next_tick)
-        .max(now);
+        ];
+        let wake = timers
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .fold(next_tick, Instant::min);
         let reading = stopping.is_none() && !core.queue.is_full();
         tokio::select! {
             biased;

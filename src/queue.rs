@@ -231,6 +231,18 @@ impl CoalescingQueue {
     /// Copies up to `max` of the oldest entries that are due and not in
     /// flight. They stay queued until settled.
     pub fn take_due(&mut self, now: Instant, max: usize, out: &mut Vec<Taken>) {
+        self.take_due_where(now, max, out, |_, _| true);
+    }
+
+    /// [`take_due`](Self::take_due), only for entries `can_send` accepts
+    /// (a database that is down leaves its keys for a later round).
+    pub fn take_due_where(
+        &mut self,
+        now: Instant,
+        max: usize,
+        out: &mut Vec<Taken>,
+        can_send: impl Fn(&Key, &Op) -> bool,
+    ) {
         for key in self.order.values() {
             if out.len() >= max {
                 break;
@@ -238,7 +250,10 @@ impl CoalescingQueue {
             let Some(entry) = self.entries.get_mut(key) else {
                 continue;
             };
-            if entry.in_flight || entry.not_before.is_some_and(|t| t > now) {
+            if entry.in_flight
+                || entry.not_before.is_some_and(|t| t > now)
+                || !can_send(key, &entry.op)
+            {
                 continue;
             }
             entry.in_flight = true;

@@ -197,7 +197,7 @@ impl Writer {
         [self.state.retry_at, self.appl.retry_at]
             .into_iter()
             .flatten()
-            .max()
+            .min()
     }
 
     pub fn connected(&self) -> bool {
@@ -236,11 +236,23 @@ impl Writer {
         now: Instant,
         landed: &mut Vec<Landed>,
     ) -> Option<(Round, RoundFuture)> {
-        if self.retry_at().is_some_and(|t| t > now) {
+        // A database whose connection waits out its backoff leaves its keys
+        // for a later round; the other database's keys go now.
+        let state_up = self.state.retry_at.is_none_or(|t| t <= now);
+        let appl_up = self.appl.retry_at.is_none_or(|t| t <= now);
+        if !state_up && !appl_up {
             return None;
         }
         let mut taken = Vec::new();
-        queue.take_due(now, self.batch_max, &mut taken);
+        let configured = &self.configured;
+        queue.take_due_where(now, self.batch_max, &mut taken, |key, op| match (key, op) {
+            (Key::StatePort(port), Op::Port { set, .. }) => {
+                state_up && (appl_up || set.is_none() || configured.contains(port))
+            }
+            (Key::ApplPort(_), _) => appl_up,
+            (Key::StateHash(_), _) => state_up,
+            _ => true,
+        });
         if taken.is_empty() && !self.check_markers {
             return None;
         }
@@ -349,7 +361,7 @@ impl Writer {
                 }
             }
         }
-        if self.check_markers {
+        if self.check_markers && state_up && appl_up {
             if let Some(key) = &self.markers.state {
                 state.cmd("EXISTS").arg(key.as_str());
                 n_state += 1;
