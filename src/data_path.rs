@@ -381,8 +381,7 @@ pub async fn run(
     let mut stopping: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        liveness.netlink.beat();
-        liveness.writer.beat();
+        liveness.data_path.beat();
         if now >= next_tick {
             next_tick = now + IDLE_BEAT;
             // Once a second: is the data still there (see Writer::markers)?

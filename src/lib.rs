@@ -64,12 +64,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let liveness = systemd::Liveness::default();
     start_endpoint(&cli, &metrics)?;
     let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);
-    systemd::start(
-        notifier.clone(),
-        metrics.clone(),
-        liveness.clone(),
-        cli.queue_capacity,
-    );
+    systemd::start(notifier.clone(), metrics.clone(), liveness.clone());
 
     let mut socket: Option<AsyncFd<LinkSocket>> = None;
     let mut old = Vec::new();

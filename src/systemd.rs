@@ -5,14 +5,13 @@
 //! of `KEY=value` lines to a unix socket (a path, or an abstract name
 //! written with a leading `@`).
 //!
-//! The watchdog ping is the daemon's claim that its pipeline makes progress,
-//! so it is sent only while both halves of the pipeline show liveness: the
-//! netlink thread and the Redis writer each bump a [`Heartbeat`] on every
-//! loop turn, idle turns included (both wait with a timeout). A writer that
-//! is wedged stops bumping, the pings stop, and systemd restarts the
-//! service. A writer that is retrying a Redis outage with backoff is alive:
-//! every attempt ends within the connection's timeouts, and restarting the
-//! daemon would not bring Redis back, so the pings go on.
+//! The watchdog ping is the daemon's claim that its data path makes
+//! progress, so it is sent only while the data-path loop beats: it bumps a
+//! [`Heartbeat`] on every turn, idle turns included (it wakes at least once
+//! a second). A loop that is wedged stops bumping, the pings stop, and
+//! systemd restarts the service. A loop that is retrying a Redis outage with
+//! backoff is alive: every attempt ends within the connection's timeouts,
+//! and restarting the daemon would not bring Redis back, so the pings go on.
 
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -25,8 +24,8 @@ use tracing::{debug, info, warn};
 use crate::metrics::Metrics;
 
 /// A heartbeat older than this is stale even when `WatchdogSec=` is shorter:
-/// the writer's slowest healthy turn (connect 2 s + script load 5 s +
-/// pipeline 5 s + backoff 5 s) must never look like a wedge.
+/// the loop's slowest healthy turn (a re-read of STATE_DB after a reconnect,
+/// bounded by the 5 s response timeout) must never look like a wedge.
 pub const MIN_STALE_AFTER: Duration = Duration::from_secs(20);
 
 /// How often idle loops wake up just to beat.
@@ -137,51 +136,34 @@ fn clock_ms() -> u64 {
 }
 
 /// The two loops whose progress the watchdog vouches for.
+/// The data path's heartbeat, which the watchdog and `/livez` read.
 #[derive(Clone, Default)]
 pub struct Liveness {
-    pub netlink: Heartbeat,
-    pub writer: Heartbeat,
+    pub data_path: Heartbeat,
 }
 
 /// What the watchdog check concluded.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Alive,
-    /// This loop's heartbeat is this old.
-    Stalled(&'static str, Duration),
+    /// The data path's heartbeat is this old.
+    Stalled(Duration),
 }
 
 impl Liveness {
-    /// Alive when every started loop beat within `stale_after`. A netlink
-    /// thread blocked on a full queue is waiting for the writer, so its
-    /// stale beat does not count against it: the writer's beat decides.
-    /// Loops not started yet are covered by systemd's start timeout.
-    pub fn verdict(&self, stale_after: Duration, queue_full: bool) -> Verdict {
-        let now = clock_ms();
-        if let Some(age) = self.writer.age(now)
-            && age > stale_after
-        {
-            return Verdict::Stalled("redis writer", age);
+    /// Alive when the loop beat within `stale_after` (or has not started:
+    /// systemd's start timeout covers that).
+    pub fn verdict(&self, stale_after: Duration) -> Verdict {
+        match self.data_path.age(clock_ms()) {
+            Some(age) if age > stale_after => Verdict::Stalled(age),
+            _ => Verdict::Alive,
         }
-        if let Some(age) = self.netlink.age(now)
-            && age > stale_after
-            && !queue_full
-        {
-            return Verdict::Stalled("netlink reader", age);
-        }
-        Verdict::Alive
     }
 }
 
 /// Pings the watchdog at half its period while [`Liveness::verdict`] says
 /// alive; withholds the ping (and says why in the log and STATUS=) when not.
-pub async fn run_watchdog(
-    notifier: Arc<Notifier>,
-    period: Duration,
-    liveness: Liveness,
-    metrics: Metrics,
-    queue_capacity: u64,
-) {
+pub async fn run_watchdog(notifier: Arc<Notifier>, period: Duration, liveness: Liveness) {
     let stale_after = period.max(MIN_STALE_AFTER);
     let mut ticks = tokio::time::interval(period / 2);
     let mut withheld = false;
@@ -191,10 +173,7 @@ pub async fn run_watchdog(
     );
     loop {
         ticks.tick().await;
-        match liveness.verdict(
-            stale_after,
-            metrics.queue_depth.get() as u64 >= queue_capacity,
-        ) {
+        match liveness.verdict(stale_after) {
             Verdict::Alive => {
                 notifier.notify("WATCHDOG=1");
                 if withheld {
@@ -203,16 +182,15 @@ pub async fn run_watchdog(
                     notifier.notify("STATUS=Syncing ports (pipeline progressing again)");
                 }
             }
-            Verdict::Stalled(which, age) => {
+            Verdict::Stalled(age) => {
                 if !withheld {
                     withheld = true;
                     warn!(
-                        loop_name = which,
                         stalled_ms = age.as_millis() as u64,
                         "no progress; withholding the systemd watchdog ping so systemd restarts the daemon"
                     );
                     notifier.notify(&format!(
-                        "STATUS=Stalled: the {which} has not gone round for {} s",
+                        "STATUS=Stalled: the data path has not gone round for {} s",
                         age.as_secs()
                     ));
                 }
@@ -246,19 +224,13 @@ pub async fn announce_ready(notifier: Arc<Notifier>, metrics: Metrics) {
 }
 
 /// Starts the readiness and watchdog tasks for the daemon's lifetime.
-pub fn start(notifier: Arc<Notifier>, metrics: Metrics, liveness: Liveness, queue_capacity: u64) {
+pub fn start(notifier: Arc<Notifier>, metrics: Metrics, liveness: Liveness) {
     if !notifier.is_enabled() {
         return;
     }
     tokio::spawn(announce_ready(notifier.clone(), metrics.clone()));
     if let Some(period) = watchdog_period() {
-        tokio::spawn(run_watchdog(
-            notifier,
-            period,
-            liveness,
-            metrics,
-            queue_capacity,
-        ));
+        tokio::spawn(run_watchdog(notifier, period, liveness));
     }
 }
 
@@ -316,34 +288,15 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_writer_stops_the_verdict_alive() {
+    fn a_stale_data_path_stops_the_verdict_alive() {
         let liveness = Liveness::default();
-        assert_eq!(liveness.verdict(Duration::ZERO, false), Verdict::Alive);
-        liveness.writer.beat();
-        liveness.netlink.beat();
-        assert_eq!(
-            liveness.verdict(Duration::from_secs(60), false),
-            Verdict::Alive
-        );
+        assert_eq!(liveness.verdict(Duration::ZERO), Verdict::Alive);
+        liveness.data_path.beat();
+        assert_eq!(liveness.verdict(Duration::from_secs(60)), Verdict::Alive);
         std::thread::sleep(Duration::from_millis(20));
-        liveness.netlink.beat();
         assert!(matches!(
-            liveness.verdict(Duration::from_millis(10), false),
-            Verdict::Stalled("redis writer", _)
+            liveness.verdict(Duration::from_millis(10)),
+            Verdict::Stalled(_)
         ));
-    }
-
-    #[test]
-    fn a_netlink_thread_blocked_on_a_full_queue_waits_for_the_writer() {
-        let liveness = Liveness::default();
-        liveness.netlink.beat();
-        std::thread::sleep(Duration::from_millis(20));
-        liveness.writer.beat();
-        let stale = Duration::from_millis(10);
-        assert!(matches!(
-            liveness.verdict(stale, false),
-            Verdict::Stalled("netlink reader", _)
-        ));
-        assert_eq!(liveness.verdict(stale, true), Verdict::Alive);
     }
 }
