@@ -367,6 +367,34 @@ fn describe(key: &Key) -> String {
     }
 }
 
+/// During a storm the kernel hands link messages over one by one, tens of
+/// microseconds apart, and a wake-up per message (a context switch, an
+/// epoll_wait, a receive) costs more than the message's work. When the
+/// socket became readable again less than [`STORM_GAP`](Self::STORM_GAP) (longer than the linger, so a storm stays one)
+/// after the previous wake-up, the loop leaves it unread for
+/// [`LINGER`](Self::LINGER), then drains everything that gathered in one
+/// go. A lone change after a quiet spell is read at once: the linger never
+/// adds latency outside a storm. Replies from Redis are handled meanwhile.
+#[derive(Debug, Default)]
+struct StormLinger {
+    last_wake: Option<Instant>,
+    /// Do not read the socket before this.
+    hold_until: Option<Instant>,
+}
+
+impl StormLinger {
+    const STORM_GAP: Duration = Duration::from_millis(1);
+    const LINGER: Duration = Duration::from_micros(500);
+
+    fn woke(&mut self, now: Instant) {
+        let storm = self
+            .last_wake
+            .is_some_and(|last| now.saturating_duration_since(last) < Self::STORM_GAP);
+        self.last_wake = Some(now);
+        self.hold_until = storm.then(|| now + Self::LINGER);
+    }
+}
+
 /// Runs the loop until shutdown (then flushes, bounded by
 /// `shutdown_timeout`) or until Redis is found to have lost its data.
 pub async fn run(
@@ -379,6 +407,7 @@ pub async fn run(
     let mut round: Option<(Round, RoundFuture)> = None;
     let mut next_tick = Instant::now();
     let mut stopping: Option<Instant> = None;
+    let mut linger = StormLinger::default();
     loop {
         let now = Instant::now();
         liveness.data_path.beat();
@@ -417,13 +446,16 @@ pub async fn run(
             round.is_none().then(|| core.writer.retry_at()).flatten(),
             core.progress.deadline(),
             stopping,
+            linger.hold_until,
         ];
         let wake = timers
             .into_iter()
             .flatten()
             .filter(|t| *t > now)
             .fold(next_tick, Instant::min);
-        let reading = stopping.is_none() && !core.queue.is_full();
+        let reading = stopping.is_none()
+            && !core.queue.is_full()
+            && linger.hold_until.is_none_or(|t| now >= t);
         tokio::select! {
             biased;
             reply = async { round.as_mut().expect("guarded").1.as_mut().await }, if round.is_some() => {
@@ -435,6 +467,7 @@ pub async fn run(
             guard = socket.readable_mut(), if reading => {
                 let Ok(mut guard) = guard else { continue };
                 let received = Instant::now();
+                linger.woke(received);
                 // Drain everything the socket holds, then write once.
                 loop {
                     match guard.get_inner_mut().recv() {
@@ -481,4 +514,22 @@ async fn reseed(core: &mut Core) -> anyhow::Result<()> {
         core.writer.image.seed(port, row);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_wake_up_close_behind_the_previous_one_lingers() {
+        let mut linger = StormLinger::default();
+        let t0 = Instant::now();
+        linger.woke(t0);
+        assert_eq!(linger.hold_until, None, "a first change is read at once");
+        linger.woke(t0 + Duration::from_millis(3));
+        assert_eq!(linger.hold_until, None, "changes 3 ms apart are no storm");
+        let t1 = t0 + Duration::from_millis(3) + Duration::from_micros(50);
+        linger.woke(t1);
+        assert_eq!(linger.hold_until, Some(t1 + StormLinger::LINGER));
+    }
 }
