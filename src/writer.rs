@@ -445,12 +445,7 @@ impl Writer {
                             Ok(_) => None,
                         });
                     if let Some(error) = error {
-                        let failures = queue.refused(&taken, now);
-                        landed.push(Landed::Refused {
-                            key: taken.key.clone(),
-                            failures,
-                            error,
-                        });
+                        refuse(queue, &taken, now, error, landed);
                         continue;
                     }
                     if del.is_some() {
@@ -499,14 +494,7 @@ impl Writer {
                         self.script_needed = true;
                         queue.returned(&taken);
                     }
-                    Some(Err(e)) => {
-                        let failures = queue.refused(&taken, now);
-                        landed.push(Landed::Refused {
-                            key: taken.key.clone(),
-                            failures,
-                            error: e.to_string(),
-                        });
-                    }
+                    Some(Err(e)) => refuse(queue, &taken, now, e.to_string(), landed),
                 },
                 Plan::StateHash { taken, at } => match state.as_ref().and_then(|r| r.get(at)) {
                     None => queue.returned(&taken),
@@ -516,14 +504,7 @@ impl Writer {
                             landed.push(Landed::StateHash(key));
                         }
                     }
-                    Some(Err(e)) => {
-                        let failures = queue.refused(&taken, now);
-                        landed.push(Landed::Refused {
-                            key: taken.key.clone(),
-                            failures,
-                            error: e.to_string(),
-                        });
-                    }
+                    Some(Err(e)) => refuse(queue, &taken, now, e.to_string(), landed),
                 },
             }
         }
@@ -584,6 +565,22 @@ impl Writer {
             }
         }
     }
+}
+
+/// Redis refused `taken`: it waits out its own backoff; the caller hears why.
+fn refuse(
+    queue: &mut CoalescingQueue,
+    taken: &Taken,
+    now: Instant,
+    error: String,
+    landed: &mut Vec<Landed>,
+) {
+    let failures = queue.refused(taken, now);
+    landed.push(Landed::Refused {
+        key: taken.key.clone(),
+        failures,
+        error,
+    });
 }
 
 #[derive(Clone, Copy)]
