@@ -109,7 +109,11 @@ fn expected_files() -> BTreeMap<String, String> {
     .map(|(p, m)| (p.to_string(), m.to_string()))
     .collect();
     let docs = Path::new(REPO).join("docs");
-    for (dir, suffix, dest) in [("", ".md", ""), ("examples", "", "examples/")] {
+    for (dir, suffix, dest) in [
+        ("", ".md", ""),
+        ("img", ".svg", "img/"),
+        ("examples", "", "examples/"),
+    ] {
         for entry in fs::read_dir(docs.join(dir)).unwrap() {
             let entry = entry.unwrap();
             let name = entry.file_name().into_string().unwrap();
