@@ -354,3 +354,57 @@ fn bash_completion_completes_the_daemons_flags() {
         "{shown}"
     );
 }
+
+/// `dpkg --root` into an empty private root: install, reinstall over an
+/// edited configuration (kept: it is a conffile), remove (configuration
+/// left), purge (nothing left). No maintainer script runs at any step.
+#[test]
+fn package_installs_keeps_edited_config_and_purges_in_a_private_root() {
+    let package = Package::build();
+    let root = package.dir.path().join("dpkg-root");
+    for dir in ["var/lib/dpkg/info", "var/lib/dpkg/updates"] {
+        fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+    // The private root has no libc6 package to satisfy Depends.
+    let dpkg = |args: &[&str]| {
+        let mut cmd = Command::new("dpkg");
+        cmd.arg(format!("--root={}", root.display()))
+            .arg("--force-depends")
+            .args(args);
+        text(&run(&mut cmd).stdout)
+    };
+    let deb = package.deb.to_str().unwrap();
+    dpkg(&["-i", deb]);
+    let status = dpkg(&["-s", "portsyncd"]);
+    assert!(status.contains("Status: install ok installed"), "{status}");
+    assert!(root.join("usr/bin/portsyncd").is_file());
+
+    let config = root.join("etc/portsyncd/portsyncd.toml");
+    let edited = format!(
+        "{}queue_capacity = 1024\n",
+        fs::read_to_string(&config).unwrap()
+    );
+    fs::write(&config, &edited).unwrap();
+    dpkg(&["-i", deb]);
+    assert_eq!(
+        fs::read_to_string(&config).unwrap(),
+        edited,
+        "reinstall replaced the edit"
+    );
+
+    dpkg(&["-r", "portsyncd"]);
+    assert!(!root.join("usr/bin/portsyncd").exists());
+    assert!(config.is_file(), "remove must keep the configuration");
+    dpkg(&["-P", "portsyncd"]);
+    assert!(
+        !root.join("etc/portsyncd").exists(),
+        "purge left /etc/portsyncd"
+    );
+    let info: Vec<_> = fs::read_dir(root.join("var/lib/dpkg/info"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("portsyncd."))
+        .collect();
+    assert!(info.is_empty(), "dpkg still has {info:?}");
+}
