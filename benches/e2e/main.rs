@@ -20,12 +20,15 @@
 //! 4. references: `redis-benchmark -P 32`, and a saturation run that replays
 //!    the storm's recorded link messages through the crate's pipeline.
 //!
-//! It prints one Markdown table, one column per N. See docs/performance.md.
+//! It prints one Markdown table, one column per N, and with `--plot DIR`
+//! writes the latency distribution and the CPU per change as SVG
+//! (plot.rs). See docs/performance.md.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod kernel;
 mod notify;
+mod plot;
 mod procfs;
 mod redis_stats;
 mod saturation;
@@ -78,6 +81,10 @@ struct Args {
     /// detection or router solicitations on N links); `lo` keeps it.
     #[arg(long)]
     no_ipv6: bool,
+    /// Also write the latency and CPU pictures, as SVG, into this
+    /// directory (docs/performance.md shows docs/img/).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -124,6 +131,15 @@ fn main() {
     }
     let columns: Vec<Column> = args.ports.iter().map(|&n| measure(&args, n)).collect();
     print_table(&args, &columns);
+    if let Some(dir) = &args.plot {
+        match plot::write(dir, &args.label, &columns) {
+            Ok(paths) => eprintln!("e2e: wrote {}", paths.join(", ")),
+            Err(e) => {
+                eprintln!("e2e: cannot write the plots: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
 }
 
 /// What every phase of one port count works on.

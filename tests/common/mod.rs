@@ -79,7 +79,8 @@ pub fn require_root_and_tools() {
     });
 }
 
-fn run(cmd: &mut Command) -> Output {
+/// Runs `cmd` to completion; panics with its output unless it succeeded.
+pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
