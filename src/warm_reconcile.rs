@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::metrics::{Metrics, RowCounts};
 use crate::queue::{CoalescingQueue, Target, Write};
-use crate::sonic::warm_table::{WarmState, WarmStateRecorder};
+use crate::sonic::warm_table::{MAX_RECONCILE_TIMER_SECS, WarmState, WarmStateRecorder};
 
 /// How often a cold start's wait for EOIU says it is still waiting.
 pub const EOIU_PATIENCE: Duration = Duration::from_secs(10);
@@ -30,10 +30,11 @@ pub const EOIU_PATIENCE: Duration = Duration::from_secs(10);
 pub const DEFAULT_RECONCILE_TIMER: Duration = Duration::from_secs(30);
 
 /// The reconcile bound: `portsyncd_timer` when set to a positive number of
-/// seconds, else [`DEFAULT_RECONCILE_TIMER`].
+/// seconds (at most [`MAX_RECONCILE_TIMER_SECS`], so that adding it to the
+/// clock cannot overflow), else [`DEFAULT_RECONCILE_TIMER`].
 pub fn reconcile_timer(portsyncd_timer: Option<u64>) -> Duration {
     match portsyncd_timer {
-        Some(secs) if secs > 0 => Duration::from_secs(secs),
+        Some(secs) if secs > 0 => Duration::from_secs(secs.min(MAX_RECONCILE_TIMER_SECS)),
         _ => DEFAULT_RECONCILE_TIMER,
     }
 }
@@ -178,6 +179,8 @@ mod tests {
         assert_eq!(reconcile_timer(Some(5)), Duration::from_secs(5));
         assert_eq!(reconcile_timer(Some(0)), DEFAULT_RECONCILE_TIMER);
         assert_eq!(reconcile_timer(None), DEFAULT_RECONCILE_TIMER);
+        let max = Duration::from_secs(MAX_RECONCILE_TIMER_SECS);
+        assert_eq!(reconcile_timer(Some(u64::MAX)), max);
     }
 
     #[tokio::test]
