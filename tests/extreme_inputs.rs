@@ -195,7 +195,10 @@ fn every_database_config_field_at_its_extremes_is_used_or_refused_naming_the_fil
     }
     // The ids SONiC could never have written are refused, not wrapped.
     for id in ["18446744073709551615", "-1", "1000001"] {
-        assert!(parse_layout(&render("@ID@", id), origin).is_err(), "id {id}");
+        assert!(
+            parse_layout(&render("@ID@", id), origin).is_err(),
+            "id {id}"
+        );
     }
 }
 
