@@ -20,6 +20,9 @@ fn limit_malloc_arenas() {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    // A panic in any thread (the netlink reader, a runtime worker) ends the
+    // process with 101 instead of leaving it running with nothing syncing.
+    portsyncd::logging::panic_exit::install();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == check_config::SUBCOMMAND) {
         return check_config::main(args);

@@ -11,6 +11,7 @@ use tracing::info;
 
 use crate::port_name::PortName;
 use crate::sonic::db_config::DbLayout;
+use crate::sonic::device_metadata;
 use crate::sonic::producer::{PORT_TABLE, table_key};
 use crate::sonic::warm_table::{self, WarmStart};
 use crate::state_image::Row;
@@ -75,7 +76,7 @@ pub async fn read_inputs(
         info!("CONFIG_DB has no PORT entries; ports can be added later, continuing");
     }
     Ok(StartupInputs {
-        dpu: switch_type.as_deref() == Some(b"dpu"),
+        dpu: device_metadata::is_dpu(switch_type.as_deref()),
         warm,
         ports,
         reconcile_timer,

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
+use crate::sonic::redis_value::{Reading, decimal, shown};
 
 /// A heartbeat older than this is stale even when `WatchdogSec=` is shorter:
 /// the loop's slowest healthy turn (a re-read of STATE_DB after a reconnect,
@@ -99,16 +100,61 @@ fn parse_address(address: &[u8]) -> io::Result<SocketAddr> {
     }
 }
 
+/// The longest watchdog period used. systemd never asks for more than a
+/// few minutes in practice; pinging more often than asked is harmless, and
+/// the cap keeps every deadline computed from it far from overflow.
+pub const MAX_WATCHDOG_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
 /// The watchdog period systemd asked for (`$WATCHDOG_USEC`), if it is meant
 /// for this process (`$WATCHDOG_PID`, when set, names us).
 pub fn watchdog_period() -> Option<Duration> {
-    if let Ok(pid) = std::env::var("WATCHDOG_PID")
-        && pid.trim().parse::<u32>().ok() != Some(std::process::id())
-    {
-        return None;
+    let reading = watchdog_period_from(
+        std::env::var_os("WATCHDOG_PID").as_deref(),
+        std::env::var_os("WATCHDOG_USEC").as_deref(),
+        std::process::id(),
+    );
+    if let Some(note) = &reading.note {
+        warn!("{note}");
     }
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
-    (usec > 0).then(|| Duration::from_micros(usec))
+    reading.value
+}
+
+/// [`watchdog_period`] from the variables' raw values (any bytes) and our
+/// pid: `None` when the watchdog is off, not ours, or the period is not a
+/// positive whole number of microseconds; capped at [`MAX_WATCHDOG_PERIOD`].
+pub fn watchdog_period_from(
+    pid: Option<&std::ffi::OsStr>,
+    usec: Option<&std::ffi::OsStr>,
+    own_pid: u32,
+) -> Reading<Option<Duration>> {
+    if let Some(pid) = pid
+        && decimal(pid.as_encoded_bytes()) != Some(u64::from(own_pid))
+    {
+        return Reading::as_stored(None);
+    }
+    let Some(usec) = usec.map(std::ffi::OsStr::as_encoded_bytes) else {
+        return Reading::as_stored(None);
+    };
+    match decimal(usec) {
+        Some(0) => Reading::as_stored(None),
+        Some(us) if Duration::from_micros(us) > MAX_WATCHDOG_PERIOD => Reading::decided(
+            Some(MAX_WATCHDOG_PERIOD),
+            format!(
+                "WATCHDOG_USEC {} is longer than {} s; pinging at that period instead",
+                shown(usec),
+                MAX_WATCHDOG_PERIOD.as_secs()
+            ),
+        ),
+        Some(us) => Reading::as_stored(Some(Duration::from_micros(us))),
+        None => Reading::decided(
+            None,
+            format!(
+                "WATCHDOG_USEC {} is not a whole number of microseconds; no watchdog pings \
+                 (systemd will restart the daemon if its unit sets WatchdogSec=)",
+                shown(usec)
+            ),
+        ),
+    }
 }
 
 /// When a loop last went round, in milliseconds since the process' clock
@@ -285,6 +331,44 @@ mod tests {
     fn refuses_relative_and_empty_addresses() {
         assert!(Notifier::to_address(b"run/notify").is_err());
         assert!(Notifier::to_address(b"").is_err());
+    }
+
+    #[test]
+    fn watchdog_variables_at_their_extremes() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let os = |b: &'static [u8]| Some(OsStr::from_bytes(b));
+        let period = |pid, usec| watchdog_period_from(pid, usec, 42).value;
+        assert_eq!(period(None, os(b"2000000")), Some(Duration::from_secs(2)));
+        assert_eq!(
+            period(os(b"42"), os(b"2000000")),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(period(os(b"43"), os(b"2000000")), None, "not ours");
+        assert_eq!(period(os(b"\xff"), os(b"2000000")), None, "not ours");
+        assert_eq!(period(os(b"18446744073709551615"), os(b"1")), None);
+        assert_eq!(period(None, None), None);
+        assert_eq!(period(None, os(b"0")), None);
+        for huge in [&b"18446744073709551615"[..], b"999999999999999999999999"] {
+            let r = watchdog_period_from(None, Some(OsStr::from_bytes(huge)), 42);
+            assert_eq!(r.value, Some(MAX_WATCHDOG_PERIOD));
+            assert!(r.note.is_some());
+        }
+        for junk in [&b"-1"[..], b"", b"NaN", b"\xfe\xff", b"1.5"] {
+            let r = watchdog_period_from(None, Some(OsStr::from_bytes(junk)), 42);
+            assert_eq!(r.value, None);
+            assert!(r.note.is_some());
+        }
+    }
+
+    #[test]
+    fn notify_socket_at_its_extremes_is_refused_clearly() {
+        let long = [b"/".as_slice(), &[b'a'; 200]].concat();
+        for bad in [&b""[..], b"relative", &long] {
+            let err = Notifier::to_address(bad).err().expect("refused");
+            assert!(!err.to_string().is_empty());
+        }
+        assert!(Notifier::to_address(b"/tmp/\xff\xfe-not-utf8").is_ok());
     }
 
     #[test]

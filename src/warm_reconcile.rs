@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use crate::metrics::{Metrics, RowCounts};
 use crate::port_name::PortName;
 use crate::queue::{CoalescingQueue, Key, Op};
-use crate::sonic::warm_table::WarmState;
+use crate::sonic::warm_table::{MAX_RECONCILE_TIMER_SECS, WarmState};
 use crate::startup::StartupInputs;
 use crate::writer::Landed;
 
@@ -32,10 +32,11 @@ use crate::writer::Landed;
 pub const DEFAULT_RECONCILE_TIMER: Duration = Duration::from_secs(30);
 
 /// The reconcile bound: `portsyncd_timer` when set to a positive number of
-/// seconds, else [`DEFAULT_RECONCILE_TIMER`].
+/// seconds (at most [`MAX_RECONCILE_TIMER_SECS`], so that adding it to the
+/// clock cannot overflow), else [`DEFAULT_RECONCILE_TIMER`].
 pub fn reconcile_timer(portsyncd_timer: Option<u64>) -> Duration {
     match portsyncd_timer {
-        Some(secs) if secs > 0 => Duration::from_secs(secs),
+        Some(secs) if secs > 0 => Duration::from_secs(secs.min(MAX_RECONCILE_TIMER_SECS)),
         _ => DEFAULT_RECONCILE_TIMER,
     }
 }

@@ -131,7 +131,7 @@ fn a_missing_file_fails_naming_it() {
     let out = portsyncd(&["check-config", "--config", "/nonexistent/portsyncd.toml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("cannot read the configuration file /nonexistent/portsyncd.toml"),
+        stderr(&out).contains("cannot open configuration file /nonexistent/portsyncd.toml"),
         "{}",
         stderr(&out)
     );

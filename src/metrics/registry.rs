@@ -265,6 +265,11 @@ impl Metrics {
             self.warm_restart_reconciled.clone(),
         );
         self.warm.register(r);
+        r.register(
+            "log_lines_dropped",
+            "Log lines dropped: the syslog socket was full",
+            crate::logging::syslog::LINES_DROPPED.clone(),
+        );
     }
 
     pub fn ignored(&self, reason: &str) {

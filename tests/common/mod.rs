@@ -795,7 +795,8 @@ impl Daemon {
         Self::launch(cmd)
     }
 
-    fn launch(mut cmd: Command) -> Daemon {
+    /// Runs `cmd` (which ends in the daemon) as [`Daemon::start`] does.
+    pub fn launch(mut cmd: Command) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("psd-daemon-")
             .tempdir()
