@@ -370,9 +370,12 @@ mod tests {
 
     #[test]
     fn a_timer_at_the_end_of_time_does_not_panic() {
+        assert_eq!(reconcile_timer(Some(5)), Duration::from_secs(5));
+        assert_eq!(reconcile_timer(Some(0)), DEFAULT_RECONCILE_TIMER);
+        assert_eq!(reconcile_timer(None), DEFAULT_RECONCILE_TIMER);
         assert_eq!(
             reconcile_timer(Some(u64::MAX)),
-            Duration::from_secs(u64::MAX)
+            Duration::from_secs(MAX_RECONCILE_TIMER_SECS)
         );
         let mut queue = CoalescingQueue::new(4);
         let mut i = inputs(true, &[]);
