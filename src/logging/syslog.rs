@@ -12,7 +12,8 @@
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use tracing::Metadata;
@@ -45,21 +46,74 @@ pub struct SyslogWriter {
 
 struct Inner {
     path: PathBuf,
-    /// An unbound datagram socket, so each send goes to `path` afresh and a
-    /// restarted syslog daemon is picked up without reconnecting.
-    socket: Option<UnixDatagram>,
+    /// Connected once, as glibc's `openlog` does: a send to a connected
+    /// socket skips the path lookup an unconnected `sendto` pays per line.
+    socket: Mutex<Connection>,
     pid: u32,
+}
+
+/// The socket to the syslog daemon, and when connecting last failed.
+#[derive(Default)]
+struct Connection {
+    socket: Option<UnixDatagram>,
+    failed_at: Option<Instant>,
+}
+
+/// A syslog daemon that is not there is looked for again at most this often
+/// (meanwhile lines go to stderr).
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+impl Connection {
+    /// The connected socket, connecting (again) if there is none and the
+    /// last attempt is not too recent.
+    fn get(&mut self, path: &PathBuf) -> Option<&UnixDatagram> {
+        if self.socket.is_none()
+            && self
+                .failed_at
+                .is_none_or(|t| t.elapsed() >= RECONNECT_EVERY)
+        {
+            let connected = UnixDatagram::unbound().and_then(|s| {
+                s.set_nonblocking(true)?;
+                s.connect(path)?;
+                Ok(s)
+            });
+            match connected {
+                Ok(s) => self.socket = Some(s),
+                Err(_) => self.failed_at = Some(Instant::now()),
+            }
+        }
+        self.socket.as_ref()
+    }
+
+    /// One line; `false` when it could not be handed to the syslog daemon
+    /// (the caller falls back to stderr).
+    fn send(&mut self, path: &PathBuf, datagram: &[u8]) -> bool {
+        for _ in 0..2 {
+            let Some(socket) = self.get(path) else {
+                return false;
+            };
+            match socket.send(datagram) {
+                Ok(_) => return true,
+                // The syslog daemon is there but its queue is full: waiting
+                // would hold up port sync, so the line is dropped and counted.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    LINES_DROPPED.inc();
+                    return true;
+                }
+                // The daemon restarted (its socket is new): connect again.
+                Err(_) => self.socket = None,
+            }
+        }
+        false
+    }
 }
 
 impl SyslogWriter {
     pub fn new(path: PathBuf) -> SyslogWriter {
-        let socket = UnixDatagram::unbound()
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .ok();
         SyslogWriter {
             inner: Arc::new(Inner {
                 path,
-                socket,
+                socket: Mutex::new(Connection::default()),
                 pid: std::process::id(),
             }),
         }
@@ -110,22 +164,16 @@ impl Drop for SyslogLine {
             return;
         }
         let datagram = format_datagram(self.severity, self.writer.pid, &self.buf);
-        let Some(socket) = self.writer.socket.as_ref() else {
-            let _ = io::stderr().write_all(&self.buf);
-            return;
-        };
-        match socket.send_to(&datagram, &self.writer.path) {
-            Ok(_) => {}
-            // The syslog daemon is there but its queue is full: waiting
-            // would hold up port sync, so the line is dropped and counted.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                LINES_DROPPED.inc();
-            }
+        let sent = self
+            .writer
+            .socket
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .send(&self.writer.path, &datagram);
+        if !sent {
             // No syslog daemon (yet): like LOG_CONS, do not lose the line;
             // under supervisord stderr reaches syslog by another path.
-            Err(_) => {
-                let _ = io::stderr().write_all(&self.buf);
-            }
+            let _ = io::stderr().write_all(&self.buf);
         }
     }
 }
@@ -203,5 +251,26 @@ mod tests {
         let n = listener.recv(&mut buf).unwrap();
         let expected = format!("<12>portsyncd[{}]: WARN hello", std::process::id());
         assert_eq!(&buf[..n], expected.as_bytes());
+    }
+
+    #[test]
+    fn a_restarted_syslog_daemon_gets_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sock");
+        let writer = SyslogWriter::new(path.clone());
+        let mut buf = [0u8; 256];
+        let first = UnixDatagram::bind(&path).unwrap();
+        writer.line(5).write_all(b"one\n").unwrap();
+        assert!(first.recv(&mut buf).unwrap() > 0);
+        // rsyslogd restarts: a new socket at the same path.
+        drop(first);
+        std::fs::remove_file(&path).unwrap();
+        let second = UnixDatagram::bind(&path).unwrap();
+        second.set_nonblocking(true).unwrap();
+        writer.line(5).write_all(b"two\n").unwrap();
+        let n = second
+            .recv(&mut buf)
+            .expect("the line reached the new socket");
+        assert!(buf[..n].ends_with(b"two"));
     }
 }
