@@ -6,7 +6,7 @@
 //!   the harness floor, one colour per port count: what fraction of samples
 //!   took at most x µs;
 //! - `e2e-cpu.svg`: the daemon's CPU per admin change in the storm, by port
-//!   count, split into the `netlink` thread and the rest.
+//!   count, split into the data-path thread and the rest.
 
 use std::path::Path;
 
@@ -139,7 +139,7 @@ fn cpu_bars(path: &Path, label: &str, cols: &[Column]) -> Result<(), Failed> {
         .y_desc("µs of CPU per change (schedstat)")
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
-    let netlink = Palette99::pick(0).to_rgba();
+    let main_thread = Palette99::pick(0).to_rgba();
     let rest = Palette99::pick(1).to_rgba();
     let bar = |i: usize, from: f64, to: f64, colour: RGBAColor| {
         let x = i as f64;
@@ -149,17 +149,17 @@ fn cpu_bars(path: &Path, label: &str, cols: &[Column]) -> Result<(), Failed> {
         .draw_series(
             cols.iter()
                 .enumerate()
-                .map(|(i, c)| bar(i, 0.0, per(c.cpu_netlink_us, c), netlink)),
+                .map(|(i, c)| bar(i, 0.0, per(c.cpu_data_path_us, c), main_thread)),
         )?
-        .label("thread `netlink`")
-        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], netlink.filled()));
+        .label("the data-path thread")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], main_thread.filled()));
     chart
         .draw_series(
             cols.iter()
                 .enumerate()
-                .map(|(i, c)| bar(i, per(c.cpu_netlink_us, c), per(c.cpu_us, c), rest)),
+                .map(|(i, c)| bar(i, per(c.cpu_data_path_us, c), per(c.cpu_us, c), rest)),
         )?
-        .label("the other threads (writer, runtime)")
+        .label("the other threads (metrics, LOGGER)")
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], rest.filled()));
     chart.draw_series(cols.iter().enumerate().map(|(i, c)| {
         Text::new(
