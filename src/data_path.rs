@@ -383,8 +383,8 @@ struct StormLinger {
 }
 
 impl StormLinger {
-    const STORM_GAP: Duration = Duration::from_millis(1);
-    const LINGER: Duration = Duration::from_micros(500);
+    const STORM_GAP: Duration = Duration::from_millis(2);
+    const LINGER: Duration = Duration::from_millis(1);
 
     fn woke(&mut self, now: Instant) {
         let storm = self
