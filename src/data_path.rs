@@ -330,6 +330,9 @@ impl Core {
                     }
                 }
                 Landed::Appl(key) => {
+                    if key.as_slice() == b"PortConfigDone" {
+                        self.writer.markers.appl = Some(self.writer.appl_marker_keys());
+                    }
                     self.metrics.redis_keys_written.inc();
                     debug!(key = %String::from_utf8_lossy(key), "APPL_DB PORT_TABLE entry produced");
                 }

@@ -159,7 +159,20 @@ async fn read_inputs(
             }
         }
         let result = async {
-            let inputs = startup::read_inputs(&mut config_conn, &mut state_conn, layout).await?;
+            let mut inputs =
+                startup::read_inputs(&mut config_conn, &mut state_conn, layout).await?;
+            if after_data_loss && inputs.warm.warm {
+                // Another instance lost APPL_DB: whatever warm restart says,
+                // orchagent needs everything again, as after a cold start.
+                info!(
+                    "Redis lost data: starting over cold, whatever WARM_RESTART_ENABLE_TABLE says"
+                );
+                inputs.warm = warm_table::WarmStart {
+                    warm: false,
+                    restore_count: 0,
+                };
+                warm_table::set_restore_count(&mut state_conn, &layout.state, 0).await?;
+            }
             let first = if inputs.warm.warm {
                 WarmState::Initialized
             } else {

@@ -218,6 +218,15 @@ impl Writer {
         crate::startup::read_state_rows(conn, &self.layout, ports).await
     }
 
+    /// APPL_DB `PORT_TABLE:PortConfigDone` and its staging hash: once one of
+    /// them exists, both gone means APPL_DB lost its data.
+    pub fn appl_marker_keys(&self) -> (Vec<u8>, Vec<u8>) {
+        let consumed = table_key(&self.layout.appl, PORT_TABLE, b"PortConfigDone");
+        let mut staged = b"_".to_vec();
+        staged.extend_from_slice(&consumed);
+        (consumed, staged)
+    }
+
     /// The STATE_DB key of a port's row.
     pub fn state_key(&self, port: &PortName) -> Vec<u8> {
         table_key(&self.layout.state, PORT_TABLE, port.as_bytes())

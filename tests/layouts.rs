@@ -17,7 +17,7 @@ const MULTI_DB: &str = include_str!("fixtures/multi_database_config.json");
 /// Two redis-servers laid out as the multi-DB template: `redis` holds
 /// CONFIG_DB and STATE_DB, `redis1` holds APPL_DB.
 struct MultiDb {
-    consumer: Consumer,
+    _consumer: Consumer,
     ns: Netns,
     main: RedisServer,
     appl: RedisServer,
@@ -38,7 +38,7 @@ impl MultiDb {
         std::fs::write(&db_config, text).unwrap();
         main.configure_ports(ports);
         MultiDb {
-            consumer: Consumer::start(appl.socket()),
+            _consumer: Consumer::start(appl.socket()),
             ns: Netns::new(),
             main,
             appl,
@@ -84,7 +84,53 @@ fn multi_instance_layout_writes_each_database_on_its_own_server() {
         Some("disabled".to_string())
     );
     daemon.assert_alive();
-    drop(bed.consumer);
+}
+
+/// Multi-DB, with warm restart enabled: the APPL_DB instance (`redis1`)
+/// restarts empty while CONFIG_DB and STATE_DB live on. The daemon sees
+/// its PortConfigDone gone and publishes everything again as a cold start
+/// does (warm restart or not: orchagent needs it all), ending with
+/// PortInitDone on `redis1`.
+#[test]
+fn an_appl_db_instance_that_restarts_empty_gets_everything_again() {
+    let mut bed = MultiDb::new(&["Ethernet0", "Ethernet4"]);
+    bed.main.hset(
+        STATE_DB,
+        "WARM_RESTART_ENABLE_TABLE|system",
+        &[("enable", "true")],
+    );
+    let mut daemon = Daemon::start(&bed.ns, &bed.db_config, &[]);
+    wait_until(DEADLINE, "the ports configured on redis1", || {
+        bed.appl.exists(APPL_DB, "PORT_TABLE:Ethernet4")
+    });
+    bed.ns.add_port("Ethernet0");
+    bed.ns.add_port("Ethernet4");
+    wait_until(DEADLINE, "PortInitDone on redis1", || {
+        bed.appl.exists(APPL_DB, "PORT_TABLE:PortInitDone")
+    });
+    bed.appl.kill_hard();
+    let _ = std::fs::remove_file(bed.appl.dir().join("dump.rdb"));
+    bed.appl.start_again();
+    wait_until(DEADLINE, "PortConfigDone again on redis1", || {
+        bed.appl.exists(APPL_DB, "PORT_TABLE:PortConfigDone")
+    });
+    for n in ["Ethernet0", "Ethernet4"] {
+        assert!(bed.appl.exists(APPL_DB, &format!("PORT_TABLE:{n}")));
+    }
+    wait_until(DEADLINE, "PortInitDone again on redis1", || {
+        bed.appl.exists(APPL_DB, "PORT_TABLE:PortInitDone")
+    });
+    assert_eq!(
+        bed.main
+            .hget(STATE_DB, "WARM_RESTART_TABLE|portsyncd", "restore_count"),
+        Some("0".into())
+    );
+    assert!(
+        daemon.log().contains("Redis lost its data"),
+        "{}",
+        daemon.log()
+    );
+    daemon.assert_alive();
 }
 
 /// `portsyncd check-config` accepts the multi-DB layout and names each

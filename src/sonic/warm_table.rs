@@ -1,16 +1,12 @@
 //! The warm-restart tables of STATE_DB, as swss-common's `WarmStart` uses
 //! them for application `portsyncd` in container `swss`.
 
-use std::time::Duration;
-
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
 
-use super::connect::connect_with_retry;
 use super::db_config::Database;
 use super::redis_value::{Reading, decimal, shown};
-use crate::backoff::Backoff;
 
 pub const APP_NAME: &str = "portsyncd";
 pub const CONTAINER_NAME: &str = "swss";
@@ -161,15 +157,23 @@ pub async fn check_warm_start(
         warn!("{app_key}: {note}");
     }
     let outcome = reading.value;
-    let _: () = conn
-        .hset(&app_key, "restore_count", outcome.restore_count.to_string())
-        .await?;
+    set_restore_count(conn, state, outcome.restore_count).await?;
     info!(
         warm = outcome.warm,
         restore_count = outcome.restore_count,
         "warm start check done"
     );
     Ok(outcome)
+}
+
+/// Sets `WARM_RESTART_TABLE|portsyncd` `restore_count`.
+pub async fn set_restore_count(
+    conn: &mut MultiplexedConnection,
+    state: &Database,
+    count: u64,
+) -> redis::RedisResult<()> {
+    conn.hset(state.key(RESTART_TABLE, APP_NAME), "restore_count", count)
+        .await
 }
 
 /// Records the application's progress in `WARM_RESTART_TABLE|portsyncd`.
@@ -183,34 +187,6 @@ pub async fn set_warm_state(
         .await?;
     info!(state = value.as_str(), "warm restart state recorded");
     Ok(())
-}
-
-/// Records the warm-restart state, waiting out Redis outages: the state is
-/// what tells operators and tools where the restart stands, so it is never
-/// skipped.
-pub struct WarmStateRecorder {
-    conn: MultiplexedConnection,
-    client: redis::Client,
-    state: Database,
-}
-
-impl WarmStateRecorder {
-    pub fn new(conn: MultiplexedConnection, client: redis::Client, state: Database) -> Self {
-        WarmStateRecorder {
-            conn,
-            client,
-            state,
-        }
-    }
-
-    pub async fn record(&mut self, value: WarmState) {
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        while let Err(e) = set_warm_state(&mut self.conn, &self.state, value).await {
-            warn!(error = %e, state = value.as_str(), "cannot record the warm-restart state; retrying");
-            tokio::time::sleep(backoff.next_delay()).await;
-            self.conn = connect_with_retry(&self.client, "STATE_DB").await;
-        }
-    }
 }
 
 /// `WARM_RESTART|swss` `portsyncd_timer` from CONFIG_DB, in seconds, as
