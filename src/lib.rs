@@ -54,8 +54,15 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut sigint =
         signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let metrics = Metrics::new();
+    let liveness = systemd::Liveness::default();
     if !cli.no_metrics {
-        crate::metrics::start_server(cli.metrics.clone(), metrics.clone(), cli.queue_capacity)?;
+        // Never fails: a broken endpoint stays closed and retries; port sync runs.
+        crate::metrics::start_server(
+            cli.metrics.clone(),
+            metrics.clone(),
+            cli.queue_capacity,
+            liveness.clone(),
+        );
     } else {
         // The endpoint owns SIGHUP (reload); without it, SIGHUP's default
         // action would end the daemon on `systemctl reload`.
@@ -69,7 +76,6 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     let queue = Arc::new(CoalescingQueue::new(cli.queue_capacity as usize));
     let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);
-    let liveness = systemd::Liveness::default();
     systemd::start(
         notifier.clone(),
         metrics.clone(),

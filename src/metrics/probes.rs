@@ -1,0 +1,120 @@
+//! `/livez` and `/readyz`: the two probes a machine acts on, apart from the
+//! `/healthz` report for people.
+//!
+//! - live: the data-path loops (netlink reader, Redis writer) go round, as
+//!   the systemd watchdog judges them. A Redis outage being retried is
+//!   alive: restarting the daemon would not bring Redis back.
+//! - ready: PortInitDone is written and Redis is reachable, i.e. the daemon
+//!   is doing its job right now.
+
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use crate::systemd::{Liveness, MIN_STALE_AFTER, Verdict};
+
+pub struct Probes {
+    metrics: Metrics,
+    liveness: Liveness,
+    queue_capacity: u64,
+    stale_after: Duration,
+}
+
+/// A probe's answer: pass or not, and a line saying why.
+pub type Answer = (bool, String);
+
+impl Probes {
+    pub fn new(metrics: Metrics, liveness: Liveness, queue_capacity: u64) -> Self {
+        Self::with_stale_after(metrics, liveness, queue_capacity, MIN_STALE_AFTER)
+    }
+
+    pub fn with_stale_after(
+        metrics: Metrics,
+        liveness: Liveness,
+        queue_capacity: u64,
+        stale_after: Duration,
+    ) -> Self {
+        Self {
+            metrics,
+            liveness,
+            queue_capacity,
+            stale_after,
+        }
+    }
+
+    pub fn live(&self) -> Answer {
+        let queue_full = self.metrics.queue_depth.get().max(0) as u64 >= self.queue_capacity;
+        match self.liveness.verdict(self.stale_after, queue_full) {
+            Verdict::Alive => (
+                true,
+                "live: the netlink reader and the Redis writer go round\n".into(),
+            ),
+            Verdict::Stalled(which, age) => (
+                false,
+                format!(
+                    "not live: the {which} has not gone round for {} s\n",
+                    age.as_secs()
+                ),
+            ),
+        }
+    }
+
+    pub fn ready(&self) -> Answer {
+        let mut missing = Vec::new();
+        if self.metrics.port_init_done.get() != 1 {
+            missing.push("PortInitDone not written yet");
+        }
+        if self.metrics.redis_up.get() != 1 {
+            missing.push("Redis not reachable");
+        }
+        if missing.is_empty() {
+            (
+                true,
+                "ready: PortInitDone written, Redis reachable\n".into(),
+            )
+        } else {
+            (false, format!("not ready: {}\n", missing.join("; ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_needs_port_init_done_and_redis() {
+        let m = Metrics::new();
+        let p = Probes::new(m.clone(), Liveness::default(), 100);
+        let (ok, why) = p.ready();
+        assert!(
+            !ok && why.contains("PortInitDone") && why.contains("Redis"),
+            "{why}"
+        );
+        m.port_init_done.set(1);
+        m.redis_up.set(1);
+        assert!(p.ready().0);
+        m.redis_up.set(0);
+        assert!(!p.ready().0);
+    }
+
+    #[test]
+    fn live_follows_the_heartbeats_not_redis() {
+        let m = Metrics::new();
+        let liveness = Liveness::default();
+        let p =
+            Probes::with_stale_after(m.clone(), liveness.clone(), 100, Duration::from_millis(50));
+        liveness.writer.beat();
+        liveness.netlink.beat();
+        m.redis_up.set(0);
+        assert!(p.live().0, "a Redis outage is not a dead daemon");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while p.live().0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (ok, why) = p.live();
+        assert!(!ok && why.contains("redis writer"), "{why}");
+        liveness.writer.beat();
+        liveness.netlink.beat();
+        assert!(p.live().0);
+    }
+}
