@@ -68,15 +68,16 @@ pub struct MetricsArgs {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub metrics_max_connections: u32,
 
-    /// Most connections still in their TLS handshake at once (the budget of
-    /// unverified clients). When it is full, a new connection takes the
-    /// place of the oldest one still handshaking.
-    #[arg(long, value_name = "N", default_value_t = 64,
+    /// Most connections in their TLS handshake at once (unverified
+    /// clients, all addresses together). When full, the oldest connection
+    /// that lost its protection (see the next flag) is closed for a newcomer.
+    #[arg(long, value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub metrics_max_unverified: u32,
 
-    /// Most connections one source address may have in their TLS handshake
-    /// at once; a new one from that address takes the place of its oldest.
+    /// Connections in their handshake one source address has protected at
+    /// once. A newcomer is always protected; past this, the address's
+    /// oldest one loses its protection (it is not closed).
     #[arg(long, value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub metrics_max_unverified_per_source: u32,
