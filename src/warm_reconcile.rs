@@ -130,6 +130,7 @@ impl WarmReconcile {
             .record_reconcile(self.before, seconds, by_timer);
         recorder.record(WarmState::Reconciled).await;
         info!(
+            event = "warm_restart_reconciled",
             rows_written = done.changed,
             rows_untouched = done.unchanged,
             rows_deleted = done.deleted,

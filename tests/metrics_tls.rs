@@ -106,16 +106,22 @@ fn good_client_gets_metrics_promtool_accepts_and_healthz_passes() {
     );
     // Every metric docs/metrics.md lists is served under that name.
     let docs = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
-    // The first cell of each metric table row: | `name` | type | ...
-    let listed: Vec<&str> = docs
+    // Metric table rows: | `name` | type | labels | meaning |. A family
+    // with labels has no series (and no TYPE line) until its first event.
+    let listed: Vec<(&str, bool)> = docs
         .lines()
-        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
-        .filter(|w| w.starts_with("portsyncd_") || w.starts_with("process_"))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let labelled = !cells.get(3)?.is_empty();
+            (name.starts_with("portsyncd_") || name.starts_with("process_"))
+                .then_some((name, labelled))
+        })
         .collect();
     assert!(listed.len() > 40, "{listed:?}");
-    for name in listed {
+    for (name, labelled) in listed {
         assert!(
-            body.contains(&format!("# TYPE {name} ")),
+            body.contains(&format!("# TYPE {name} ")) || labelled,
             "docs/metrics.md lists {name}, the endpoint does not serve it:\n{body}"
         );
     }
@@ -941,4 +947,53 @@ fn the_audit_trail_records_refusals_reloads_the_endpoint_and_log_level_changes()
         level["source"].as_str().unwrap().starts_with("CONFIG_DB"),
         "{level}"
     );
+}
+
+#[test]
+fn process_start_time_is_served_under_proc_subset_pid() {
+    // The shipped unit's ProcSubset=pid: /proc shows the processes only, so
+    // /proc/stat (btime) and /proc/uptime are not there.
+    let certs = Certs::new();
+    let bed = Bed::new(&["Ethernet0"]);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", bed.ns.name(), "unshare", "-m", "--propagation", "private"])
+        .args([
+            "sh",
+            "-c",
+            "mount -t proc -o subset=pid proc /proc || exit 3
+             if [ -e /proc/stat ]; then echo '/proc/stat is visible: subset=pid not in effect'; exit 4; fi
+             exec \"$@\"",
+            "proc-subset-pid",
+            common::BIN,
+            "--db-config",
+        ])
+        .arg(bed.redis.db_config())
+        .args(["--log-level", "debug", "--log-output", "stderr"])
+        .args(certs.daemon_args(&[]));
+    let mut d = Daemon::launch(cmd);
+    wait_until(DEADLINE, "the endpoint to open", || {
+        d.assert_alive();
+        d.log().contains("metrics endpoint listening")
+    });
+    let body = scrape(&bed.ns, &certs);
+    let started = sample(&body, "process_start_time_seconds").expect("process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        started >= before - 2.0 && started <= now,
+        "start time {started} outside [{before}, {now}]"
+    );
+    for series in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_max_fds",
+    ] {
+        assert!(sample(&body, series).is_some(), "{series} missing:\n{body}");
+    }
 }

@@ -105,7 +105,6 @@ impl Supervisord {
             out("portsyncd.err")
         )
     }
-
 }
 
 impl Drop for Supervisord {

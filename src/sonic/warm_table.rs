@@ -90,6 +90,7 @@ pub async fn check_warm_start(
         .hset(&app_key, "restore_count", outcome.restore_count.to_string())
         .await?;
     info!(
+        event = "warm_restart_check",
         warm = outcome.warm,
         restore_count = outcome.restore_count,
         "warm start check done"

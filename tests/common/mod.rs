@@ -794,7 +794,8 @@ impl Daemon {
         Self::launch(cmd)
     }
 
-    fn launch(mut cmd: Command) -> Daemon {
+    /// Runs `cmd` (the daemon, however wrapped) as the daemon under test.
+    pub fn launch(mut cmd: Command) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("psd-daemon-")
             .tempdir()
