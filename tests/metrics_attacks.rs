@@ -23,10 +23,8 @@
 mod common;
 mod common_tls;
 
-use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +36,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use socket2::{Domain, Socket, Type};
 
-use common::{Bed, Netns};
+use common::Bed;
 use common_tls::*;
 
 const SCRAPES: usize = 100;
@@ -60,19 +58,6 @@ struct Attack {
     name: String,
     stats: Arc<Stats>,
     threads: Vec<JoinHandle<()>>,
-}
-
-/// Runs `f` on a thread inside `ns` (setns affects only that thread).
-fn spawn_in(ns: &Netns, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
-    let path = format!("/var/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        let netns = File::open(&path).unwrap();
-        // SAFETY: setns on a valid namespace fd; it changes only this
-        // thread's network namespace.
-        let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}");
-        f();
-    })
 }
 
 /// A TCP connection to the endpoint from `source`.
@@ -249,7 +234,7 @@ fn a_verified_scraper_gets_through_every_unauthenticated_attack_at_once() {
         ] {
             let stats = Arc::new(Stats::default());
             let (s, st, src) = (stop.clone(), stats.clone(), sources.clone());
-            let t = spawn_in(&bed.ns, move || hold(src, n, bytes, s, st));
+            let t = spawn_in_ns(&bed.ns, move || hold(src, n, bytes, s, st));
             attacks.push(Attack {
                 name: format!("{kind}, {n} held, from {from}"),
                 stats,
@@ -281,7 +266,7 @@ fn a_verified_scraper_gets_through_every_unauthenticated_attack_at_once() {
                 .map(|_| {
                     let (s, st, src, c) =
                         (stop.clone(), stats.clone(), sources.clone(), config.clone());
-                    spawn_in(&bed.ns, move || handshake_loop(src, c, trickle, s, st))
+                    spawn_in_ns(&bed.ns, move || handshake_loop(src, c, trickle, s, st))
                 })
                 .collect();
             attacks.push(Attack {

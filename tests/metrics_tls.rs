@@ -390,22 +390,12 @@ fn a_taken_port_keeps_the_endpoint_closed_until_it_is_free() {
     scrape(&bed.ns, &certs);
 }
 
-/// A TCP listener on `addr` inside `ns` (the thread joins the namespace;
-/// the socket stays there).
+/// A TCP listener on `addr` inside `ns`.
 fn listen_in(ns: &common::Netns, addr: &str) -> std::net::TcpListener {
-    let path = format!("/var/run/netns/{}", ns.name());
     let addr: std::net::SocketAddr = addr.parse().unwrap();
-    std::thread::spawn(move || {
-        let netns = fs::File::open(&path).unwrap();
-        // SAFETY: setns on a valid namespace fd; it only changes this
-        // thread's network namespace, and the thread ends right after.
-        let rc =
-            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&netns), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}");
-        std::net::TcpListener::bind(addr).unwrap()
-    })
-    .join()
-    .unwrap()
+    spawn_in_ns(ns, move || std::net::TcpListener::bind(addr).unwrap())
+        .join()
+        .unwrap()
 }
 
 /// Re-signs the server certificate (same key, new serial) and installs it

@@ -8,7 +8,8 @@
 //! every 2 s and on SIGHUP; it opens as soon as it can.
 //!
 //! Per connection: a place in the unverified pool (bounded in total and per
-//! source; a newcomer displaces the oldest, see [`super::unverified`]), the
+//! source; a newcomer always gets in, the oldest unprotected connection is
+//! closed for it, see [`super::unverified`]), the
 //! TLS handshake with a timeout, then a place among the verified
 //! connections, then HTTP/1.1 with header-read timeout, header size/count
 //! limits and a lifetime after which the connection is closed gracefully;
@@ -272,8 +273,8 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Shared>) {
                 continue;
             }
         };
-        let (ticket, displaced) = ctx.unverified.admit(peer.ip());
-        if displaced {
+        let (ticket, closed_one) = ctx.unverified.admit(peer.ip());
+        if closed_one {
             ctx.content.endpoint.refused("evicted");
         }
         let ctx2 = ctx.clone();
@@ -331,7 +332,7 @@ fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
 /// How a connection's handshake went.
 enum Handshake {
     Done(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    /// A newer connection took its place in the unverified pool.
+    /// Closed to make room in the unverified pool.
     Displaced,
     Timeout,
     Failed(std::io::Error),

@@ -168,6 +168,24 @@ impl Certs {
     }
 }
 
+/// Runs `f` on a new thread inside `ns` (setns changes only that thread's
+/// network namespace; sockets it opens stay in `ns`).
+pub fn spawn_in_ns<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{}", ns.name());
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on a valid namespace fd; it changes only this
+        // thread's network namespace.
+        let rc =
+            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&netns), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}");
+        f()
+    })
+}
+
 /// `ip netns exec NS program`.
 pub fn in_ns(ns: &Netns, program: &str) -> Command {
     let mut cmd = Command::new("ip");
