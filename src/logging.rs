@@ -136,9 +136,9 @@ impl LogControl {
         let shows_info = severity.level_filter() >= LevelFilter::INFO;
         if !shows_info {
             info!(
-                event = "log_level_changed",
                 level = severity.as_str(),
                 source,
+                event = "log_level_changed",
                 "log level set"
             );
         }
@@ -147,9 +147,9 @@ impl LogControl {
         }
         if shows_info {
             info!(
-                event = "log_level_changed",
                 level = severity.as_str(),
                 source,
+                event = "log_level_changed",
                 "log level set"
             );
         }
