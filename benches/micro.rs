@@ -14,25 +14,21 @@ use prometheus_client::registry::Registry;
 
 use portsyncd::metrics::{Metrics, PortLabels};
 use portsyncd::netlink::{LinkEvent, NetlinkItem, ParseStats, parse_datagram};
-use portsyncd::queue::{CoalescingQueue, Target, Write};
-use portsyncd::sync::{Decision, StartMode, SyncRules, state_fields};
+use portsyncd::port_name::PortName;
+use portsyncd::queue::{CoalescingQueue, Key, Op};
+use portsyncd::sync::{Decision, PortState, SyncRules};
 
 /// The kernel's RTM_NEWLINK for a veth `Ethernet0` (mtu 9100, up, peer up),
 /// 1500 bytes with every attribute a 6.x kernel sends (stats, AF_SPEC,
 /// link info...). Captured once by `benches/fixtures/capture_newlink.py`.
 const NEWLINK: &[u8] = include_bytes!("fixtures/rtm_newlink_veth.bin");
 
-const COLD: StartMode = StartMode {
-    warm: false,
-    dpu: false,
-};
-
 fn port_names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("Ethernet{}", i * 4)).collect()
 }
 
 /// The fixture parsed once, to feed the stages after the parser.
-fn fixture_event() -> LinkEvent {
+fn fixture_event() -> LinkEvent<'static> {
     let mut event = None;
     parse_datagram(NEWLINK, &mut ParseStats::default(), |item| {
         if let NetlinkItem::Link(ev) = item {
@@ -42,17 +38,21 @@ fn fixture_event() -> LinkEvent {
     event.expect("the fixture holds one RTM_NEWLINK")
 }
 
-/// Rules past the start-up dump, with `ports` configured: steady state.
+/// Rules in steady state: every port seen alive once.
 fn running_rules(ports: &[String]) -> SyncRules {
-    let mut rules = SyncRules::new(COLD, ports.iter().cloned());
-    rules.dump_started();
-    rules.dump_finished();
+    let mut rules = SyncRules::new([]);
+    let mut event = fixture_event();
+    for (i, port) in ports.iter().enumerate() {
+        event.name = port.as_bytes();
+        event.ifindex = i as u32 + 10;
+        rules.on_event(&event);
+    }
     rules
 }
 
 fn parse_one_message(c: &mut Criterion) {
     let event = fixture_event();
-    assert_eq!((event.name.as_str(), event.mtu), ("Ethernet0", 9100));
+    assert_eq!((event.name, event.mtu), (&b"Ethernet0"[..], 9100));
     let mut group = c.benchmark_group("netlink");
     group.throughput(Throughput::Elements(1));
     group.bench_function("parse_rtm_newlink_1500B", |b| {
@@ -72,13 +72,14 @@ fn rules_one_event(c: &mut Criterion) {
     let ports = port_names(512);
     let mut rules = running_rules(&ports);
     let mut event = fixture_event();
-    event.name = ports[100].clone();
+    event.name = ports[100].as_bytes();
+    event.ifindex = 110;
     let mut group = c.benchmark_group("sync");
     group.throughput(Throughput::Elements(1));
     group.bench_function("rules_newlink_configured_port", |b| {
         b.iter(|| {
             let decision = rules.on_event(black_box(&event));
-            assert!(matches!(decision, Decision::Write { .. }));
+            assert!(matches!(decision, Decision::Set { .. }));
             decision
         })
     });
@@ -87,19 +88,18 @@ fn rules_one_event(c: &mut Criterion) {
 
 /// `ports` x `rounds` x (down, up): what `ip -batch` makes the kernel send
 /// for an admin storm, as the writes the rules produce.
-fn storm_writes(ports: &[String], rounds: usize) -> Vec<(Target, Write)> {
-    let mut event = fixture_event();
+fn storm_writes(ports: &[String], rounds: usize) -> Vec<(Key, Op)> {
+    let names: Vec<PortName> = ports.iter().map(|p| PortName::from(p.as_str())).collect();
     let mut writes = Vec::with_capacity(ports.len() * rounds * 2);
     for _ in 0..rounds {
         for up in [false, true] {
-            for port in ports {
-                event.name.clone_from(port);
-                event.admin_up = up;
-                event.oper_up = up;
-                writes.push((
-                    Target::StatePort(port.clone()),
-                    Write::set(state_fields(&event)),
-                ));
+            for port in &names {
+                let state = PortState {
+                    admin_up: up,
+                    oper_up: up,
+                    mtu: 9100,
+                };
+                writes.push((Key::StatePort(port.clone()), Op::port_set(state, false)));
             }
         }
     }
@@ -118,15 +118,19 @@ fn queue_under_storm(c: &mut Criterion) {
         b.iter_batched(
             || writes.clone(),
             |writes| {
-                let queue = CoalescingQueue::new(65_536);
+                let mut queue = CoalescingQueue::new(65_536);
                 let now = Instant::now();
-                for (target, write) in writes {
-                    queue.push(target, write, now);
+                for (key, op) in writes {
+                    queue.push(key, op, now);
                 }
                 assert_eq!(queue.len(), ports.len());
+                let mut batch = Vec::with_capacity(512);
                 while !queue.is_empty() {
-                    let batch = queue.peek_batch(512);
-                    queue.commit(&batch, &vec![true; batch.len()]);
+                    batch.clear();
+                    queue.take_due(now, 512, &mut batch);
+                    for taken in &batch {
+                        queue.acked(taken);
+                    }
                 }
                 queue
             },

@@ -7,6 +7,7 @@
 #   scripts/bench.sh --ports 512 --rounds 10 --samples 300
 #   scripts/bench.sh --daemon-arg=--metrics-... # extra daemon arguments
 #   scripts/bench.sh --cmd '/opt/other/portsyncd' --label upstream
+#   scripts/bench.sh --plot docs/img            # also the SVG pictures of docs/performance.md
 #   scripts/bench.sh --help
 #
 # Needs root (namespaces, veth), iproute2, redis-server and redis-tools

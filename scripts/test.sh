@@ -25,6 +25,12 @@ declare -A provides=(
     [promtool]=prometheus
     [nginx]=nginx
     [systemd-analyze]=systemd
+    # The Debian package (scripts/package.sh, tests/debian_package.rs).
+    [dpkg-shlibdeps]=dpkg-dev
+    [strip]=binutils
+    [flock]=util-linux
+    [lintian]=lintian
+    [man]=man-db
 )
 missing=()
 for cmd in "${!provides[@]}"; do
@@ -77,6 +83,15 @@ if [[ ${SKIP_DENY:-0} != 1 ]]; then
     log "cargo deny"
     cargo deny check bans licenses sources
 fi
+
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    log "installing cargo-deb"
+    cargo install --locked cargo-deb
+fi
+# The one release build: the package's. tests/debian_package.rs repacks it
+# (a few seconds each) rather than building in parallel with other tests.
+log "Debian package (scripts/package.sh)"
+bash scripts/package.sh
 
 runner=${TEST_RUNNER:-}
 if [[ -z $runner ]]; then

@@ -6,11 +6,11 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::config::Cli;
 use crate::config_file::{LoadError, load};
-use crate::sonic::db_config::{DbLayout, load_layout};
+use crate::sonic::db_config::load_layout;
 
 /// The word that selects this command (first argument).
 pub const SUBCOMMAND: &str = "check-config";
@@ -42,10 +42,9 @@ fn refuse(e: &anyhow::Error) -> ExitCode {
 pub fn check(cli: &Cli) -> Result<String> {
     let namespace = cli.effective_namespace();
     let layout = load_layout(&cli.db_config, namespace.as_deref())?;
-    require_one_redis_instance(&layout)?;
     let metrics = check_metrics_certificates(cli)?;
     Ok(format!(
-        "  config file: {}\n  database config: {}{}\n  APPL_DB {}, CONFIG_DB {}, STATE_DB {} on Redis instance {:?}\n  queue capacity {} keys, netlink buffer {} bytes, shutdown timeout {} s\n  {metrics}",
+        "  config file: {}\n  database config: {}{}\n  APPL_DB {} on instance {:?}, CONFIG_DB {} on {:?}, STATE_DB {} on {:?}\n  queue capacity {} keys, netlink buffer {} bytes, shutdown timeout {} s\n  {metrics}",
         cli.config
             .as_deref()
             .map_or("(none: flags and defaults only)".into(), |p| p
@@ -54,27 +53,15 @@ pub fn check(cli: &Cli) -> Result<String> {
         cli.db_config.display(),
         namespace.map_or(String::new(), |ns| format!(" (namespace {ns})")),
         layout.appl.id,
-        layout.config.id,
-        layout.state.id,
         layout.appl.instance_name,
+        layout.config.id,
+        layout.config.instance_name,
+        layout.state.id,
+        layout.state.instance_name,
         cli.queue_capacity,
         cli.netlink_rcvbuf,
         cli.shutdown_timeout,
     ))
-}
-
-/// APPL_DB and STATE_DB are written in one script call, so they must live
-/// in one Redis.
-pub fn require_one_redis_instance(layout: &DbLayout) -> Result<()> {
-    if layout.appl.instance_name != layout.state.instance_name {
-        bail!(
-            "APPL_DB (instance {}) and STATE_DB (instance {}) are on different Redis instances; \
-             portsyncd writes both atomically and needs them on one",
-            layout.appl.instance_name,
-            layout.state.instance_name
-        );
-    }
-    Ok(())
 }
 
 /// The metrics endpoint's files, checked exactly as start-up checks them:

@@ -30,9 +30,10 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", default_value = DEFAULT_DB_CONFIG)]
     pub db_config: PathBuf,
 
-    /// Multi-ASIC namespace (asic0, asic1, ...); its database config is found
-    /// through database_global.json beside --db-config. Defaults to
-    /// NAMESPACE_ID's namespace when that variable is set.
+    /// Multi-ASIC namespace (asic0, asic1, ...) for use on the host: its
+    /// database config is found through database_global.json beside
+    /// --db-config. Not needed inside a `swssN` container, where the default
+    /// --db-config already is the namespace's own (NAMESPACE_ID is ignored).
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
 
@@ -88,15 +89,14 @@ impl Cli {
         Duration::from_secs(self.shutdown_timeout)
     }
 
-    /// The namespace from the flag, else from SONiC's `NAMESPACE_ID`
-    /// (multi-ASIC containers set it to the ASIC number).
+    /// The namespace to resolve through database_global.json: `--namespace`
+    /// only. SONiC's `NAMESPACE_ID` is deliberately not read: inside
+    /// `swssN` the default database config is already the namespace's own
+    /// (the host's `/var/run/redisN` is mounted as `/var/run/redis`) and no
+    /// database_global.json exists there; upstream portsyncd connects with
+    /// `DBConnector("APPL_DB", 0)`, i.e. the default file, too.
     pub fn effective_namespace(&self) -> Option<String> {
-        if let Some(ns) = self.namespace.as_ref().filter(|ns| !ns.is_empty()) {
-            return Some(ns.clone());
-        }
-        let id = std::env::var("NAMESPACE_ID").ok()?;
-        let id = id.trim();
-        (!id.is_empty()).then(|| format!("asic{id}"))
+        self.namespace.clone().filter(|ns| !ns.is_empty())
     }
 }
 
@@ -137,6 +137,16 @@ mod tests {
         assert_eq!(cli.log_format, LogFormat::Json);
         assert_eq!(cli.log_level.as_deref(), Some("debug"));
         assert_eq!(cli.log_output, Some(LogOutput::Stderr));
+    }
+
+    #[test]
+    fn only_the_flag_picks_a_namespace() {
+        // NAMESPACE_ID in the environment is covered black-box by
+        // tests/multi_asic.rs (setting it here would race other tests).
+        let cli = Cli::try_parse_from(["portsyncd"]).unwrap();
+        assert_eq!(cli.effective_namespace(), None);
+        let empty = Cli::try_parse_from(["portsyncd", "--namespace", ""]).unwrap();
+        assert_eq!(empty.effective_namespace(), None);
     }
 
     #[test]

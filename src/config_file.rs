@@ -23,6 +23,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 
+use crate::bounded_file::{self, CONFIG_CAP};
 use crate::config::Cli;
 
 /// The flag that names the file; it cannot itself be a key in the file.
@@ -51,9 +52,8 @@ where
     let Some(path) = matches.get_one::<PathBuf>(CONFIG_ARG).cloned() else {
         return Cli::from_arg_matches(&matches).map_err(LoadError::Cli);
     };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the configuration file {}", path.display()))
-        .map_err(LoadError::Config)?;
+    let text = bounded_file::read_to_string(&path, "configuration file", CONFIG_CAP)
+        .map_err(|e| LoadError::Config(e.into()))?;
     merge(&args, &matches, &text, &path).map_err(LoadError::Config)
 }
 

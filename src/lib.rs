@@ -1,60 +1,291 @@
 //! portsyncd: a drop-in replacement for SONiC's port-sync daemon.
 //!
-//! Data flow: netlink thread (parse, rules) -> coalescing queue -> Redis
-//! writer. See docs/architecture in the repository for the picture.
+//! Data flow, on one thread: netlink socket (parse, rules) -> coalescing
+//! queue -> one Redis pipeline per database. The metrics endpoint and the
+//! LOGGER follower run on threads of their own.
 
 pub mod backoff;
 pub mod bounded_file;
 pub mod check_config;
 pub mod config;
 pub mod config_file;
-pub mod hooks;
+pub mod data_path;
 pub mod logging;
 pub mod metrics;
 pub mod netlink;
+pub mod port_name;
 pub mod queue;
-pub mod resync;
 pub mod sonic;
 pub mod startup;
+pub mod state_image;
 pub mod sync;
 pub mod systemd;
 pub mod warm_reconcile;
 pub mod writer;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use redis::aio::MultiplexedConnection;
+use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::config::Cli;
+use crate::data_path::{Core, Exit};
 use crate::metrics::Metrics;
-use crate::netlink::{LinkReader, LinkSocket};
+use crate::netlink::{LinkSocket, bring_link_down, present_netdevs};
 use crate::queue::CoalescingQueue;
 use crate::sonic::connect::{client_for, connect_with_retry};
 use crate::sonic::db_config::{DbLayout, load_layout};
-use crate::sonic::scripts::Scripts;
-use crate::sonic::warm_table::{WarmState, WarmStateRecorder};
-use crate::sync::{StartMode, SyncRules};
-use crate::warm_reconcile::{WarmReconcile, reconcile_timer, wait_for_eoiu};
+use crate::sonic::warm_table::{self, WarmState};
+use crate::startup::StartupInputs;
+use crate::sync::{StartMode, SyncRules, old_interfaces};
+use crate::warm_reconcile::Progress;
 use crate::writer::Writer;
 
 /// Runs the daemon until SIGTERM or SIGINT, then flushes what is pending
 /// (bounded by `--shutdown-timeout`) and returns.
+///
+/// One straight line: read the inputs, open the socket, run the loop. If
+/// Redis loses its data, the loop ends and the start-up runs again, as a
+/// cold start, once CONFIG_DB holds the ports again (see sonic-contract.md
+/// section 9): the switch ends as after a restart, without one.
 pub async fn run(cli: Cli) -> Result<()> {
     let namespace = cli.effective_namespace();
     let layout = load_layout(&cli.db_config, namespace.as_deref())?;
-    check_config::require_one_redis_instance(&layout)?;
     info!(version = env!("CARGO_PKG_VERSION"), db_config = %cli.db_config.display(), namespace = namespace.as_deref().unwrap_or(""), "portsyncd starting");
     sonic::logger_table::spawn(&layout.config, cli.redis_tcp)?;
-
-    let mut sigterm =
-        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut shutdown = shutdown_signal()?;
     let metrics = Metrics::new();
     let liveness = systemd::Liveness::default();
+    start_endpoint(&cli, &metrics, &liveness)?;
+    let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);
+    systemd::start(notifier.clone(), metrics.clone(), liveness.clone());
+
+    let mut socket: Option<AsyncFd<LinkSocket>> = None;
+    let mut old = Vec::new();
+    let mut after_data_loss = false;
+    loop {
+        let started = Instant::now();
+        let Some((inputs, conns)) =
+            until(&mut shutdown, read_inputs(&cli, &layout, after_data_loss)).await
+        else {
+            return Ok(());
+        };
+        let mode = StartMode {
+            warm: inputs.warm.warm,
+            dpu: inputs.dpu,
+        };
+        metrics.warm_restart.set(i64::from(mode.warm));
+        metrics
+            .warm_restart_count
+            .set(i64::try_from(inputs.warm.restore_count).unwrap_or(i64::MAX));
+        info!(
+            warm = mode.warm,
+            dpu = mode.dpu,
+            ports = inputs.ports.len(),
+            "start-up configuration read"
+        );
+        let socket = match &mut socket {
+            Some(socket) => socket,
+            None => {
+                let (opened, old_now) = open_socket(&cli, mode, &metrics)?;
+                old = old_now;
+                socket.insert(opened)
+            }
+        };
+        let mut core = build_core(&cli, &layout, inputs, conns, &old, &metrics, started).await;
+        let exit = data_path::run(
+            socket,
+            &mut core,
+            &liveness,
+            &mut shutdown,
+            cli.shutdown_timeout(),
+        )
+        .await;
+        match exit {
+            Exit::Shutdown => {
+                notifier.notify("STOPPING=1");
+                return Ok(());
+            }
+            Exit::DataLost => {
+                after_data_loss = true;
+                metrics.port_config_done.set(0);
+                metrics.port_init_done.set(0);
+                metrics.warm_restart_reconciled.set(0);
+            }
+        }
+    }
+}
+
+/// The connections start-up opened, handed on to the writer.
+struct Conns {
+    state: MultiplexedConnection,
+    appl: MultiplexedConnection,
+}
+
+/// Reads CONFIG_DB and STATE_DB, decides warm or cold and records the first
+/// warm-restart state, retrying until Redis answers. After Redis lost its
+/// data it also waits until CONFIG_DB holds ports again.
+async fn read_inputs(
+    cli: &Cli,
+    layout: &DbLayout,
+    after_data_loss: bool,
+) -> (StartupInputs, Conns) {
+    let client = |db| client_for(db, cli.redis_tcp).expect("clients were checked at start");
+    let (config, state, appl) = (
+        client(&layout.config),
+        client(&layout.state),
+        client(&layout.appl),
+    );
+    let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    loop {
+        let mut config_conn = connect_with_retry(&config, "CONFIG_DB").await;
+        let mut state_conn = connect_with_retry(&state, "STATE_DB").await;
+        let appl_conn = connect_with_retry(&appl, "APPL_DB").await;
+        if after_data_loss {
+            match startup::read_ports(&mut config_conn, layout).await {
+                Ok(ports) if ports.is_empty() => {
+                    info!("waiting for CONFIG_DB to hold the ports again");
+                    tokio::time::sleep(systemd::IDLE_BEAT).await;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot read CONFIG_DB PORT; retrying"),
+            }
+        }
+        let result = async {
+            let inputs = startup::read_inputs(&mut config_conn, &mut state_conn, layout).await?;
+            let first = if inputs.warm.warm {
+                WarmState::Initialized
+            } else {
+                WarmState::Disabled
+            };
+            warm_table::set_warm_state(&mut state_conn, &layout.state, first).await?;
+            Ok::<_, redis::RedisError>(inputs)
+        }
+        .await;
+        match result {
+            Ok(inputs) => {
+                return (
+                    inputs,
+                    Conns {
+                        state: state_conn,
+                        appl: appl_conn,
+                    },
+                );
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the start-up configuration from Redis; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+/// Opens the netlink socket, takes the snapshot of the netdevs present now
+/// and, on a cold non-DPU start, brings the old front-panel ones down (as
+/// upstream's LinkSync constructor, over netlink instead of a forked `ip`).
+fn open_socket(
+    cli: &Cli,
+    mode: StartMode,
+    metrics: &Metrics,
+) -> Result<(AsyncFd<LinkSocket>, Vec<u32>)> {
+    let mut socket = LinkSocket::open(cli.netlink_rcvbuf).context(
+        "cannot open the rtnetlink socket (is this Linux, and may this process use netlink?)",
+    )?;
+    let present = present_netdevs().context("cannot list the netdevs (if_nameindex)")?;
+    let mut old = Vec::new();
+    for (ifindex, name) in old_interfaces(mode, &present) {
+        let name = String::from_utf8_lossy(&name).into_owned();
+        match bring_link_down(ifindex) {
+            Ok(()) => {
+                info!(link = %name, ifindex, "old interface brought down; ignored until recreated")
+            }
+            Err(e) => warn!(link = %name, ifindex, error = %e, "cannot bring old interface down"),
+        }
+        old.push(ifindex);
+    }
+    socket
+        .set_nonblocking()
+        .context("cannot make the netlink socket non-blocking")?;
+    metrics
+        .netlink_receive_buffer_bytes
+        .set(i64::try_from(socket.granted_rcvbuf).unwrap_or(i64::MAX));
+    metrics.netlink_up.set(1);
+    info!(
+        granted_bytes = socket.granted_rcvbuf,
+        old_interfaces = old.len(),
+        "netlink socket open, subscribed to link events"
+    );
+    // SAFETY: the LinkSocket owns its fd for its whole life (it closes it
+    // only when dropped, which the AsyncFd does) and as_raw_fd always
+    // returns that same fd.
+    let socket = unsafe { AsyncFd::register(socket) }
+        .map_err(|e| anyhow::anyhow!("cannot register the netlink socket: {e}"))?;
+    Ok((socket, old))
+}
+
+/// The data path's state for one start-up: rules, queue, writer seeded with
+/// what STATE_DB and APPL_DB hold for the configured ports (two pipelined
+/// reads; the warm reconcile compares against the first).
+async fn build_core(
+    cli: &Cli,
+    layout: &DbLayout,
+    inputs: StartupInputs,
+    mut conns: Conns,
+    old: &[u32],
+    metrics: &Metrics,
+    started: Instant,
+) -> Core {
+    let client = |db| client_for(db, cli.redis_tcp).expect("clients were checked at start");
+    let mut writer = Writer::new(layout, client(&layout.state), client(&layout.appl));
+    let ports: Vec<_> = inputs.ports.iter().map(|(p, _)| p.clone()).collect();
+    match startup::read_state_rows(&mut conns.state, layout, &ports).await {
+        Ok(rows) => {
+            for (port, row) in ports.iter().zip(rows) {
+                writer.image.seed(port.clone(), row);
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot read STATE_DB PORT_TABLE; every field will be written"),
+    }
+    match startup::read_configured(&mut conns.appl, layout, &ports).await {
+        Ok(flags) => writer.configured.extend(
+            ports
+                .iter()
+                .zip(flags)
+                .filter(|(_, configured)| *configured)
+                .map(|(p, _)| p.clone()),
+        ),
+        Err(e) => warn!(error = %e, "cannot read APPL_DB PORT_TABLE; asking port by port"),
+    }
+    writer.adopt(conns.state, conns.appl);
+    writer.markers.state = Some(
+        layout
+            .state
+            .key(warm_table::RESTART_TABLE, warm_table::APP_NAME),
+    );
+    let mut queue = CoalescingQueue::new(cli.queue_capacity as usize);
+    let warm_key = layout
+        .state
+        .key(warm_table::RESTART_TABLE, warm_table::APP_NAME);
+    let progress = Progress::start(&inputs, warm_key, &mut queue, metrics.clone(), started);
+    Core::new(
+        SyncRules::new(old.iter().copied()),
+        queue,
+        writer,
+        progress,
+        metrics.clone(),
+    )
+}
+
+/// The endpoint runs on its own thread; a failure to start it is reported
+/// and never stops port sync.
+fn start_endpoint(cli: &Cli, metrics: &Metrics, liveness: &systemd::Liveness) -> Result<()> {
     if !cli.no_metrics {
         // Never fails: a broken endpoint stays closed and retries; port sync runs.
         crate::metrics::start_server(
@@ -74,147 +305,29 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         });
     }
-    let queue = Arc::new(CoalescingQueue::new(cli.queue_capacity as usize));
-    let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);
-    systemd::start(
-        notifier.clone(),
-        metrics.clone(),
-        liveness.clone(),
-        queue.clone(),
-    );
-    let pipeline = tokio::spawn(pipeline(
-        cli.clone(),
-        layout,
-        queue.clone(),
-        metrics.clone(),
-        liveness,
-    ));
-
-    let signal_name = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
-        result = pipeline => {
-            return match result {
-                Ok(r) => r,
-                Err(e) => Err(anyhow::anyhow!("the pipeline task failed: {e}")),
-            };
-        }
-    };
-    notifier.notify("STOPPING=1\nSTATUS=Flushing pending writes, then exiting");
-    info!(
-        signal = signal_name,
-        pending = queue.len(),
-        "shutting down; flushing pending writes"
-    );
-    let deadline = Instant::now() + cli.shutdown_timeout();
-    while !queue.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if queue.is_empty() {
-        info!("all pending writes reached Redis; bye");
-    } else {
-        warn!(
-            pending = queue.len(),
-            "Redis did not take every pending write in time; the next start re-syncs them"
-        );
-    }
-    queue.close();
     Ok(())
 }
 
-/// Start-up, then the steady state: the netlink thread and the writer run
-/// until the process ends.
-async fn pipeline(
-    cli: Cli,
-    layout: DbLayout,
-    queue: Arc<CoalescingQueue>,
-    metrics: Metrics,
-    liveness: systemd::Liveness,
-) -> Result<()> {
-    let started = Instant::now();
-    let config_client = client_for(&layout.config, cli.redis_tcp)?;
-    let state_client = client_for(&layout.state, cli.redis_tcp)?;
-    let appl_client = client_for(&layout.appl, cli.redis_tcp)?;
+type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-    let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-    let (inputs, state_conn) = loop {
-        let mut config_conn = connect_with_retry(&config_client, "CONFIG_DB").await;
-        let mut state_conn = connect_with_retry(&state_client, "STATE_DB").await;
-        match startup::read_inputs(&mut config_conn, &mut state_conn, &layout).await {
-            Ok(inputs) => break (inputs, state_conn),
-            Err(e) => {
-                warn!(error = %e, "cannot read the start-up configuration from Redis; retrying");
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
+/// Completes on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> Result<Shutdown> {
+    let mut sigterm =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    Ok(Box::pin(async move {
+        tokio::select! {
+            _ = sigterm.recv() => info!(signal = "SIGTERM", "signal received"),
+            _ = sigint.recv() => info!(signal = "SIGINT", "signal received"),
         }
-    };
-    let warm = inputs.warm.warm;
-    metrics.warm_restart.set(i64::from(warm));
-    metrics
-        .warm_restart_count
-        .set(inputs.warm.restore_count as i64);
-    let mode = StartMode {
-        warm,
-        dpu: inputs.switch_type == "dpu",
-    };
-    info!(warm, switch_type = %inputs.switch_type, ports = inputs.ports.len(), "start-up configuration read");
-    let first_state = if warm {
-        WarmState::Initialized
-    } else {
-        WarmState::Disabled
-    };
-    let configured: Vec<String> = inputs.ports.iter().map(|(name, _)| name.clone()).collect();
-    let mut recorder = WarmStateRecorder::new(state_conn, state_client, layout.state.clone());
-    recorder.record(first_state).await;
-    let reconcile = WarmReconcile {
-        queue: queue.clone(),
-        metrics: metrics.clone(),
-        configured: configured.clone(),
-        started,
-        before: metrics.warm.row_counts(),
-    };
+    }))
+}
 
-    let rules = SyncRules::new(mode, configured);
-    let socket = LinkSocket::open(cli.netlink_rcvbuf).context(
-        "cannot open the rtnetlink socket (is this Linux, and may this process use netlink?)",
-    )?;
-    info!(
-        granted_bytes = socket.granted_rcvbuf,
-        "netlink socket open, subscribed to link events"
-    );
-    let (reader, signals) = LinkReader::new(socket, rules, queue.clone(), metrics.clone());
-    let resync = resync::ResyncRequest::default();
-    let reader = reader.with_hooks(hooks::LoopHooks {
-        heartbeat: liveness.netlink,
-        resync: resync.clone(),
-    });
-    reader.spawn().context("cannot start the netlink thread")?;
-
-    let writer = Writer::new(
-        appl_client,
-        Scripts::new(&layout),
-        queue.clone(),
-        metrics.clone(),
-    )
-    .with_hooks(hooks::LoopHooks {
-        heartbeat: liveness.writer,
-        resync,
-    });
-    let writer = tokio::spawn(writer.run());
-
-    let timer = reconcile_timer(inputs.reconcile_timer);
-    let update = wait_for_eoiu(signals.eoiu, warm.then_some(timer)).await?;
-    if warm {
-        reconcile.run(update, timer, &mut recorder).await?;
+/// `work`, unless shutdown comes first.
+async fn until<T>(shutdown: &mut Shutdown, work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        v = work => Some(v),
+        () = shutdown => None,
     }
-    metrics.warm_restart_reconciled.set(1);
-    startup::publish(
-        &inputs,
-        queue.clone(),
-        signals.all_ports_seen.clone(),
-        started,
-    )
-    .await?;
-    writer.await.context("the Redis writer stopped")?;
-    Ok(())
 }

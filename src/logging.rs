@@ -5,6 +5,7 @@
 //! `LOGGER|portsyncd` (see `sonic::logger_table`), as for every swss daemon;
 //! `--log-level` and `--log-output` on the command line win over it.
 
+pub mod panic_exit;
 pub mod severity;
 pub mod syslog;
 

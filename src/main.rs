@@ -6,7 +6,7 @@ use portsyncd::check_config;
 use portsyncd::config_file::{LoadError, load};
 
 /// glibc gives each thread that allocates its own malloc arena; with the
-/// netlink thread, the runtime's workers and the metrics thread that is
+/// data-path thread, the LOGGER follower and the metrics thread that is
 /// about a megabyte of resident memory held in arenas that are mostly
 /// empty. Two arenas are plenty for this daemon's allocation rate.
 fn limit_malloc_arenas() {
@@ -20,6 +20,9 @@ fn limit_malloc_arenas() {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    // A panic in any thread (the netlink reader, a runtime worker) ends the
+    // process with 101 instead of leaving it running with nothing syncing.
+    portsyncd::logging::panic_exit::install();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == check_config::SUBCOMMAND) {
         return check_config::main(args);
@@ -36,8 +39,9 @@ fn main() -> ExitCode {
         eprintln!("portsyncd: {e:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // The data path is this one thread (see portsyncd::data_path); the
+    // metrics endpoint and the LOGGER follower have threads of their own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

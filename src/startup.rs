@@ -1,27 +1,60 @@
-//! The start-up sequence: read CONFIG_DB, decide warm or cold, and publish
-//! the port configuration and the two notices orchagent waits for.
+//! What the daemon reads from Redis before the first link message: CONFIG_DB
+//! ports and switch type, the warm-start decision, and what STATE_DB and
+//! APPL_DB already hold for the configured ports.
+//!
+//! Values are bytes: a CONFIG_DB field need not be UTF-8, and upstream
+//! copies it to APPL_DB unchanged, so nothing here decodes it.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use anyhow::Result;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
-use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::queue::{CoalescingQueue, Target, Write};
+use crate::port_name::PortName;
 use crate::sonic::db_config::DbLayout;
+use crate::sonic::device_metadata;
+use crate::sonic::producer::{PORT_TABLE, table_key};
 use crate::sonic::warm_table::{self, WarmStart};
+use crate::state_image::Row;
+use crate::sync::STATE_FIELDS;
+
+/// One CONFIG_DB `PORT|<name>` hash.
+pub type PortConfig = (PortName, Vec<(Vec<u8>, Vec<u8>)>);
 
 /// What CONFIG_DB and STATE_DB say before any netlink message is read.
 pub struct StartupInputs {
-    pub switch_type: String,
+    /// `DEVICE_METADATA|localhost` `switch_type` is `dpu`.
+    pub dpu: bool,
     pub warm: WarmStart,
     /// CONFIG_DB `PORT|<name>` hashes, sorted by name.
-    pub ports: Vec<(String, Vec<(String, String)>)>,
+    pub ports: Vec<PortConfig>,
     /// CONFIG_DB `WARM_RESTART|swss` `portsyncd_timer`, in seconds.
     pub reconcile_timer: Option<u64>,
+}
+
+/// Reads CONFIG_DB `PORT` (one KEYS, one pipelined round trip of HGETALLs).
+pub async fn read_ports(
+    config: &mut MultiplexedConnection,
+    layout: &DbLayout,
+) -> redis::RedisResult<Vec<PortConfig>> {
+    let prefix = table_key(&layout.config, "PORT", b"");
+    let mut keys: Vec<Vec<u8>> = config.keys(glob_escape(&prefix)).await?;
+    // KEYS matched the escaped prefix; still, never slice a key that does
+    // not start with it.
+    keys.retain(|k| k.len() > prefix.len() && k.starts_with(&prefix));
+    keys.sort();
+    if keys.is_empty() {
+        return Ok(Vec::new()); // Redis refuses an empty pipeline.
+    }
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.hgetall(key);
+    }
+    let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> = pipe.query_async(config).await?;
+    Ok(keys
+        .iter()
+        .zip(hashes)
+        .map(|(key, fields)| (PortName::new(&key[prefix.len()..]), fields))
+        .collect())
 }
 
 /// Reads everything the rules need to start.
@@ -30,97 +63,94 @@ pub async fn read_inputs(
     state: &mut MultiplexedConnection,
     layout: &DbLayout,
 ) -> redis::RedisResult<StartupInputs> {
-    let switch_type: Option<String> = config
+    let switch_type: Option<Vec<u8>> = config
         .hget(
             layout.config.key("DEVICE_METADATA", "localhost"),
             "switch_type",
         )
         .await?;
-    let switch_type = switch_type.unwrap_or_else(|| "switch".to_string());
     let warm = warm_table::check_warm_start(state, &layout.state).await?;
     let reconcile_timer = warm_table::warm_restart_timer(config, &layout.config).await?;
-    let prefix = layout.config.key("PORT", "");
-    let mut keys: Vec<String> = config.keys(format!("{prefix}*")).await?;
-    keys.sort();
-    // One round trip for all ports: a 512-port switch would otherwise wait
-    // out 512 of them before the first link message is read.
-    let mut pipe = redis::pipe();
-    for key in &keys {
-        pipe.hgetall(key);
-    }
-    let hashes: Vec<Vec<(String, String)>> = if keys.is_empty() {
-        Vec::new() // Redis refuses an empty pipeline.
-    } else {
-        pipe.query_async(config).await?
-    };
-    let ports: Vec<_> = keys
-        .iter()
-        .zip(hashes)
-        .map(|(key, fields)| (key[prefix.len()..].to_string(), fields))
-        .collect();
+    let ports = read_ports(config, layout).await?;
     if ports.is_empty() {
         info!("CONFIG_DB has no PORT entries; ports can be added later, continuing");
     }
     Ok(StartupInputs {
-        switch_type,
+        dpu: device_metadata::is_dpu(switch_type.as_deref()),
         warm,
         ports,
         reconcile_timer,
     })
 }
 
-/// After the end of the initial update: publish the configuration (cold)
-/// then `PortInitDone` once every port has a netdev.
-pub async fn publish(
-    inputs: &StartupInputs,
-    queue: Arc<CoalescingQueue>,
-    mut all_ports_seen: watch::Receiver<bool>,
-    started: Instant,
-) -> Result<()> {
-    if !inputs.warm.warm {
-        let ports = inputs.ports.clone();
-        let count = ports.len();
-        let q = queue.clone();
-        tokio::task::spawn_blocking(move || {
-            let now = Instant::now();
-            for (name, fields) in ports {
-                q.push(Target::ApplPort(name), Write::set(fields), now);
+/// Our four fields of each port's STATE_DB row (one pipelined HMGET). A row
+/// Redis cannot read (not a hash) reads as empty: its writes will say why.
+pub async fn read_state_rows(
+    state: &mut MultiplexedConnection,
+    layout: &DbLayout,
+    ports: &[PortName],
+) -> redis::RedisResult<Vec<Row>> {
+    if ports.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for port in ports {
+        pipe.cmd("HMGET")
+            .arg(table_key(&layout.state, PORT_TABLE, port.as_bytes()))
+            .arg(&STATE_FIELDS[..]);
+    }
+    let rows: Vec<redis::RedisResult<Vec<Option<Vec<u8>>>>> = pipe.query_async(state).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let mut row = Row::default();
+            for (slot, value) in row.iter_mut().zip(r.unwrap_or_default()) {
+                *slot = value;
             }
-            q.push(
-                Target::ApplPort("PortConfigDone".into()),
-                Write::set(vec![("count".into(), count.to_string())]),
-                now,
-            );
+            row
         })
-        .await?;
-        info!(
-            count,
-            "port configuration queued for APPL_DB PORT_TABLE, then PortConfigDone"
-        );
-    } else {
-        info!("warm start: APPL_DB PORT_TABLE and PortConfigDone left as they are");
+        .collect())
+}
+
+/// Which ports have their consumed APPL_DB key (one pipelined EXISTS).
+pub async fn read_configured(
+    appl: &mut MultiplexedConnection,
+    layout: &DbLayout,
+    ports: &[PortName],
+) -> redis::RedisResult<Vec<bool>> {
+    if ports.is_empty() {
+        return Ok(Vec::new());
     }
-    if !*all_ports_seen.borrow() {
-        info!("waiting for every configured port to appear as a kernel netdev");
+    let mut pipe = redis::pipe();
+    for port in ports {
+        pipe.exists(table_key(&layout.appl, PORT_TABLE, port.as_bytes()));
     }
-    while !*all_ports_seen.borrow_and_update() {
-        if all_ports_seen.changed().await.is_err() {
-            warn!("the netlink thread stopped; PortInitDone will not be sent");
-            return Ok(());
+    pipe.query_async(appl).await
+}
+
+/// Escapes KEYS' glob characters, so a separator such as `?` or `*`
+/// matches only itself.
+fn glob_escape(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + 2);
+    for &b in raw {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
         }
+        out.push(b);
     }
-    let q = queue.clone();
-    tokio::task::spawn_blocking(move || {
-        q.push(
-            Target::ApplPort("PortInitDone".into()),
-            Write::set(vec![("lanes".into(), "0".into())]),
-            Instant::now(),
-        );
-    })
-    .await?;
-    info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "every configured port has a netdev; PortInitDone queued"
-    );
-    Ok(())
+    out.push(b'*');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_in_the_prefix_match_only_themselves() {
+        assert_eq!(glob_escape(b"PORT|"), b"PORT|*");
+        assert_eq!(glob_escape(b"PORT?"), b"PORT\\?*");
+        assert_eq!(glob_escape(b"P[*]\\"), b"P\\[\\*\\]\\\\*");
+    }
 }

@@ -5,14 +5,13 @@
 //! of `KEY=value` lines to a unix socket (a path, or an abstract name
 //! written with a leading `@`).
 //!
-//! The watchdog ping is the daemon's claim that its pipeline makes progress,
-//! so it is sent only while both halves of the pipeline show liveness: the
-//! netlink thread and the Redis writer each bump a [`Heartbeat`] on every
-//! loop turn, idle turns included (both wait with a timeout). A writer that
-//! is wedged stops bumping, the pings stop, and systemd restarts the
-//! service. A writer that is retrying a Redis outage with backoff is alive:
-//! every attempt ends within the connection's timeouts, and restarting the
-//! daemon would not bring Redis back, so the pings go on.
+//! The watchdog ping is the daemon's claim that its data path makes
+//! progress, so it is sent only while the data-path loop beats: it bumps a
+//! [`Heartbeat`] on every turn, idle turns included (it wakes at least once
+//! a second). A loop that is wedged stops bumping, the pings stop, and
+//! systemd restarts the service. A loop that is retrying a Redis outage with
+//! backoff is alive: every attempt ends within the connection's timeouts,
+//! and restarting the daemon would not bring Redis back, so the pings go on.
 
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -23,11 +22,11 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
-use crate::queue::CoalescingQueue;
+use crate::sonic::redis_value::{Reading, decimal, shown};
 
 /// A heartbeat older than this is stale even when `WatchdogSec=` is shorter:
-/// the writer's slowest healthy turn (connect 2 s + script load 5 s +
-/// pipeline 5 s + backoff 5 s) must never look like a wedge.
+/// the loop's slowest healthy turn (a re-read of STATE_DB after a reconnect,
+/// bounded by the 5 s response timeout) must never look like a wedge.
 pub const MIN_STALE_AFTER: Duration = Duration::from_secs(20);
 
 /// How often idle loops wake up just to beat.
@@ -101,16 +100,61 @@ fn parse_address(address: &[u8]) -> io::Result<SocketAddr> {
     }
 }
 
+/// The longest watchdog period used. systemd never asks for more than a
+/// few minutes in practice; pinging more often than asked is harmless, and
+/// the cap keeps every deadline computed from it far from overflow.
+pub const MAX_WATCHDOG_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
 /// The watchdog period systemd asked for (`$WATCHDOG_USEC`), if it is meant
 /// for this process (`$WATCHDOG_PID`, when set, names us).
 pub fn watchdog_period() -> Option<Duration> {
-    if let Ok(pid) = std::env::var("WATCHDOG_PID")
-        && pid.trim().parse::<u32>().ok() != Some(std::process::id())
-    {
-        return None;
+    let reading = watchdog_period_from(
+        std::env::var_os("WATCHDOG_PID").as_deref(),
+        std::env::var_os("WATCHDOG_USEC").as_deref(),
+        std::process::id(),
+    );
+    if let Some(note) = &reading.note {
+        warn!("{note}");
     }
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
-    (usec > 0).then(|| Duration::from_micros(usec))
+    reading.value
+}
+
+/// [`watchdog_period`] from the variables' raw values (any bytes) and our
+/// pid: `None` when the watchdog is off, not ours, or the period is not a
+/// positive whole number of microseconds; capped at [`MAX_WATCHDOG_PERIOD`].
+pub fn watchdog_period_from(
+    pid: Option<&std::ffi::OsStr>,
+    usec: Option<&std::ffi::OsStr>,
+    own_pid: u32,
+) -> Reading<Option<Duration>> {
+    if let Some(pid) = pid
+        && decimal(pid.as_encoded_bytes()) != Some(u64::from(own_pid))
+    {
+        return Reading::as_stored(None);
+    }
+    let Some(usec) = usec.map(std::ffi::OsStr::as_encoded_bytes) else {
+        return Reading::as_stored(None);
+    };
+    match decimal(usec) {
+        Some(0) => Reading::as_stored(None),
+        Some(us) if Duration::from_micros(us) > MAX_WATCHDOG_PERIOD => Reading::decided(
+            Some(MAX_WATCHDOG_PERIOD),
+            format!(
+                "WATCHDOG_USEC {} is longer than {} s; pinging at that period instead",
+                shown(usec),
+                MAX_WATCHDOG_PERIOD.as_secs()
+            ),
+        ),
+        Some(us) => Reading::as_stored(Some(Duration::from_micros(us))),
+        None => Reading::decided(
+            None,
+            format!(
+                "WATCHDOG_USEC {} is not a whole number of microseconds; no watchdog pings \
+                 (systemd will restart the daemon if its unit sets WatchdogSec=)",
+                shown(usec)
+            ),
+        ),
+    }
 }
 
 /// When a loop last went round, in milliseconds since the process' clock
@@ -138,50 +182,34 @@ fn clock_ms() -> u64 {
 }
 
 /// The two loops whose progress the watchdog vouches for.
+/// The data path's heartbeat, which the watchdog and `/livez` read.
 #[derive(Clone, Default)]
 pub struct Liveness {
-    pub netlink: Heartbeat,
-    pub writer: Heartbeat,
+    pub data_path: Heartbeat,
 }
 
 /// What the watchdog check concluded.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Alive,
-    /// This loop's heartbeat is this old.
-    Stalled(&'static str, Duration),
+    /// The data path's heartbeat is this old.
+    Stalled(Duration),
 }
 
 impl Liveness {
-    /// Alive when every started loop beat within `stale_after`. A netlink
-    /// thread blocked on a full queue is waiting for the writer, so its
-    /// stale beat does not count against it: the writer's beat decides.
-    /// Loops not started yet are covered by systemd's start timeout.
-    pub fn verdict(&self, stale_after: Duration, queue_full: bool) -> Verdict {
-        let now = clock_ms();
-        if let Some(age) = self.writer.age(now)
-            && age > stale_after
-        {
-            return Verdict::Stalled("redis writer", age);
+    /// Alive when the loop beat within `stale_after` (or has not started:
+    /// systemd's start timeout covers that).
+    pub fn verdict(&self, stale_after: Duration) -> Verdict {
+        match self.data_path.age(clock_ms()) {
+            Some(age) if age > stale_after => Verdict::Stalled(age),
+            _ => Verdict::Alive,
         }
-        if let Some(age) = self.netlink.age(now)
-            && age > stale_after
-            && !queue_full
-        {
-            return Verdict::Stalled("netlink reader", age);
-        }
-        Verdict::Alive
     }
 }
 
 /// Pings the watchdog at half its period while [`Liveness::verdict`] says
 /// alive; withholds the ping (and says why in the log and STATUS=) when not.
-pub async fn run_watchdog(
-    notifier: Arc<Notifier>,
-    period: Duration,
-    liveness: Liveness,
-    queue: Arc<CoalescingQueue>,
-) {
+pub async fn run_watchdog(notifier: Arc<Notifier>, period: Duration, liveness: Liveness) {
     let stale_after = period.max(MIN_STALE_AFTER);
     let mut ticks = tokio::time::interval(period / 2);
     let mut withheld = false;
@@ -191,7 +219,7 @@ pub async fn run_watchdog(
     );
     loop {
         ticks.tick().await;
-        match liveness.verdict(stale_after, queue.is_full()) {
+        match liveness.verdict(stale_after) {
             Verdict::Alive => {
                 notifier.notify("WATCHDOG=1");
                 if withheld {
@@ -200,16 +228,15 @@ pub async fn run_watchdog(
                     notifier.notify("STATUS=Syncing ports (pipeline progressing again)");
                 }
             }
-            Verdict::Stalled(which, age) => {
+            Verdict::Stalled(age) => {
                 if !withheld {
                     withheld = true;
                     warn!(
-                        loop_name = which,
                         stalled_ms = age.as_millis() as u64,
                         "no progress; withholding the systemd watchdog ping so systemd restarts the daemon"
                     );
                     notifier.notify(&format!(
-                        "STATUS=Stalled: the {which} has not gone round for {} s",
+                        "STATUS=Stalled: the data path has not gone round for {} s",
                         age.as_secs()
                     ));
                 }
@@ -243,18 +270,13 @@ pub async fn announce_ready(notifier: Arc<Notifier>, metrics: Metrics) {
 }
 
 /// Starts the readiness and watchdog tasks for the daemon's lifetime.
-pub fn start(
-    notifier: Arc<Notifier>,
-    metrics: Metrics,
-    liveness: Liveness,
-    queue: Arc<CoalescingQueue>,
-) {
+pub fn start(notifier: Arc<Notifier>, metrics: Metrics, liveness: Liveness) {
     if !notifier.is_enabled() {
         return;
     }
-    tokio::spawn(announce_ready(notifier.clone(), metrics));
+    tokio::spawn(announce_ready(notifier.clone(), metrics.clone()));
     if let Some(period) = watchdog_period() {
-        tokio::spawn(run_watchdog(notifier, period, liveness, queue));
+        tokio::spawn(run_watchdog(notifier, period, liveness));
     }
 }
 
@@ -312,34 +334,53 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_writer_stops_the_verdict_alive() {
-        let liveness = Liveness::default();
-        assert_eq!(liveness.verdict(Duration::ZERO, false), Verdict::Alive);
-        liveness.writer.beat();
-        liveness.netlink.beat();
+    fn watchdog_variables_at_their_extremes() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let os = |b: &'static [u8]| Some(OsStr::from_bytes(b));
+        let period = |pid, usec| watchdog_period_from(pid, usec, 42).value;
+        assert_eq!(period(None, os(b"2000000")), Some(Duration::from_secs(2)));
         assert_eq!(
-            liveness.verdict(Duration::from_secs(60), false),
-            Verdict::Alive
+            period(os(b"42"), os(b"2000000")),
+            Some(Duration::from_secs(2))
         );
-        std::thread::sleep(Duration::from_millis(20));
-        liveness.netlink.beat();
-        assert!(matches!(
-            liveness.verdict(Duration::from_millis(10), false),
-            Verdict::Stalled("redis writer", _)
-        ));
+        assert_eq!(period(os(b"43"), os(b"2000000")), None, "not ours");
+        assert_eq!(period(os(b"\xff"), os(b"2000000")), None, "not ours");
+        assert_eq!(period(os(b"18446744073709551615"), os(b"1")), None);
+        assert_eq!(period(None, None), None);
+        assert_eq!(period(None, os(b"0")), None);
+        for huge in [&b"18446744073709551615"[..], b"999999999999999999999999"] {
+            let r = watchdog_period_from(None, Some(OsStr::from_bytes(huge)), 42);
+            assert_eq!(r.value, Some(MAX_WATCHDOG_PERIOD));
+            assert!(r.note.is_some());
+        }
+        for junk in [&b"-1"[..], b"", b"NaN", b"\xfe\xff", b"1.5"] {
+            let r = watchdog_period_from(None, Some(OsStr::from_bytes(junk)), 42);
+            assert_eq!(r.value, None);
+            assert!(r.note.is_some());
+        }
     }
 
     #[test]
-    fn a_netlink_thread_blocked_on_a_full_queue_waits_for_the_writer() {
+    fn notify_socket_at_its_extremes_is_refused_clearly() {
+        let long = [b"/".as_slice(), &[b'a'; 200]].concat();
+        for bad in [&b""[..], b"relative", &long] {
+            let err = Notifier::to_address(bad).err().expect("refused");
+            assert!(!err.to_string().is_empty());
+        }
+        assert!(Notifier::to_address(b"/tmp/\xff\xfe-not-utf8").is_ok());
+    }
+
+    #[test]
+    fn a_stale_data_path_stops_the_verdict_alive() {
         let liveness = Liveness::default();
-        liveness.netlink.beat();
+        assert_eq!(liveness.verdict(Duration::ZERO), Verdict::Alive);
+        liveness.data_path.beat();
+        assert_eq!(liveness.verdict(Duration::from_secs(60)), Verdict::Alive);
         std::thread::sleep(Duration::from_millis(20));
-        liveness.writer.beat();
-        let stale = Duration::from_millis(10);
         assert!(matches!(
-            liveness.verdict(stale, false),
-            Verdict::Stalled("netlink reader", _)
+            liveness.verdict(Duration::from_millis(10)),
+            Verdict::Stalled(_)
         ));
-        assert_eq!(liveness.verdict(stale, true), Verdict::Alive);
     }
 }

@@ -1,28 +1,30 @@
-//! The end of the initial update (EOIU) and, on a warm restart, the
-//! reconcile that follows it.
+//! The notices orchagent and the warm-reboot scripts wait for, decided from
+//! what really landed in Redis: `PortConfigDone`, `PortInitDone`, and the
+//! warm restart's `restored` and `reconciled`.
 //!
-//! Until EOIU the netlink thread feeds the start-up dump through the normal
-//! path; the STATE_DB script writes only fields whose value differs, so a
-//! port that did not change while the daemon was down costs no write. What
-//! the dump cannot say by itself is which configured ports have *no* netdev
-//! any more: that is known only at EOIU, and is the reconcile's own work.
-//! `reconciled` is recorded once Redis has acknowledged every write queued
-//! up to that point, so the state never claims more than Redis holds.
+//! - Cold start: every CONFIG_DB port goes to APPL_DB through the producer
+//!   protocol; `PortConfigDone` (with the count) follows once Redis
+//!   acknowledged every one of them.
+//! - `PortInitDone` once every configured port's STATE_DB row landed (a
+//!   link message alone is not enough: the port must be configured).
+//! - Warm start: at the end of the initial link dump (EOIU), or when
+//!   `portsyncd_timer` runs out first, `restored`; `reconciled` once Redis
+//!   acknowledged every write queued up to then (keys Redis keeps refusing,
+//!   and ports not configured yet, do not hold it up). No row is ever
+//!   deleted here: on a warm reboot the kernel is new and syncd recreates
+//!   the netdevs later, while STATE_DB already holds every daemon's fields.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
-use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::metrics::{Metrics, RowCounts};
-use crate::queue::{CoalescingQueue, Target, Write};
-use crate::sonic::warm_table::{WarmState, WarmStateRecorder};
-
-/// How often a cold start's wait for EOIU says it is still waiting.
-pub const EOIU_PATIENCE: Duration = Duration::from_secs(10);
+use crate::port_name::PortName;
+use crate::queue::{CoalescingQueue, Key, Op};
+use crate::sonic::warm_table::{MAX_RECONCILE_TIMER_SECS, WarmState};
+use crate::startup::StartupInputs;
+use crate::writer::Landed;
 
 /// The warm reconcile's bound when CONFIG_DB `WARM_RESTART|swss` has no
 /// `portsyncd_timer`. A link dump takes milliseconds; this only matters
@@ -30,180 +32,353 @@ pub const EOIU_PATIENCE: Duration = Duration::from_secs(10);
 pub const DEFAULT_RECONCILE_TIMER: Duration = Duration::from_secs(30);
 
 /// The reconcile bound: `portsyncd_timer` when set to a positive number of
-/// seconds, else [`DEFAULT_RECONCILE_TIMER`].
+/// seconds (at most [`MAX_RECONCILE_TIMER_SECS`], so that adding it to the
+/// clock cannot overflow), else [`DEFAULT_RECONCILE_TIMER`].
 pub fn reconcile_timer(portsyncd_timer: Option<u64>) -> Duration {
     match portsyncd_timer {
-        Some(secs) if secs > 0 => Duration::from_secs(secs),
+        Some(secs) if secs > 0 => Duration::from_secs(secs.min(MAX_RECONCILE_TIMER_SECS)),
         _ => DEFAULT_RECONCILE_TIMER,
     }
 }
 
-/// How the initial update ended.
-pub enum InitialUpdate {
-    /// The dump finished; the ports it reported alive.
-    Eoiu(HashSet<String>),
-    /// The warm-restart timer expired first. The receiver still delivers
-    /// EOIU if the dump ever finishes.
-    TimedOut(oneshot::Receiver<HashSet<String>>),
+const CONFIG_DONE: &[u8] = b"PortConfigDone";
+const INIT_DONE: &[u8] = b"PortInitDone";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Warm {
+    /// Cold start: nothing to reconcile.
+    Off,
+    /// Waiting for EOIU, at most until this instant.
+    Collecting(Instant),
+    /// `restored` queued; `reconciled` once everything before `mark` landed.
+    Restored {
+        mark: u64,
+        by_timer: bool,
+    },
+    Reconciled,
 }
 
-/// Waits for EOIU. `limit` bounds the wait (warm restart); without it the
-/// wait is unbounded but logged every [`EOIU_PATIENCE`].
-pub async fn wait_for_eoiu(
-    mut eoiu: oneshot::Receiver<HashSet<String>>,
-    limit: Option<Duration>,
-) -> Result<InitialUpdate> {
-    let deadline = limit.map(|l| tokio::time::Instant::now() + l);
-    loop {
-        let patience = tokio::time::Instant::now() + EOIU_PATIENCE;
-        let until = deadline.map_or(patience, |d| d.min(patience));
-        match tokio::time::timeout_at(until, &mut eoiu).await {
-            Ok(Ok(live)) => return Ok(InitialUpdate::Eoiu(live)),
-            Ok(Err(_)) => bail!("the netlink thread ended before the initial link dump finished"),
-            Err(_) if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) => {
-                return Ok(InitialUpdate::TimedOut(eoiu));
+/// Where the start-up stands.
+pub struct Progress {
+    count: usize,
+    /// Cold start: producer writes of ports not acknowledged yet.
+    config_pending: HashSet<Vec<u8>>,
+    config_done_queued: bool,
+    /// Configured ports whose STATE_DB row has not landed yet.
+    awaiting_row: HashSet<PortName>,
+    init_done_queued: bool,
+    warm: Warm,
+    warm_key: String,
+    started: Instant,
+    before: RowCounts,
+    metrics: Metrics,
+}
+
+impl Progress {
+    /// Starts the start-up: on a cold start, queues every port's producer
+    /// write.
+    pub fn start(
+        inputs: &StartupInputs,
+        warm_key: String,
+        queue: &mut CoalescingQueue,
+        metrics: Metrics,
+        started: Instant,
+    ) -> Self {
+        let warm = inputs.warm.warm;
+        let mut config_pending = HashSet::new();
+        if !warm {
+            for (name, fields) in &inputs.ports {
+                let key = name.as_bytes().to_vec();
+                config_pending.insert(key.clone());
+                queue.push(Key::ApplPort(key), Op::Fields(fields.clone()), started);
             }
-            Err(_) => warn!("still waiting for the initial link dump to finish"),
+            info!(
+                count = inputs.ports.len(),
+                "port configuration queued for APPL_DB PORT_TABLE; PortConfigDone follows once Redis took every port"
+            );
+        } else {
+            info!("warm start: APPL_DB PORT_TABLE and PortConfigDone left as they are");
+        }
+        let timer = reconcile_timer(inputs.reconcile_timer);
+        Progress {
+            count: inputs.ports.len(),
+            config_pending,
+            config_done_queued: warm,
+            awaiting_row: inputs.ports.iter().map(|(p, _)| p.clone()).collect(),
+            init_done_queued: false,
+            warm: if warm {
+                Warm::Collecting(
+                    started
+                        .checked_add(timer)
+                        .unwrap_or_else(|| started + Duration::from_secs(365 * 86_400)),
+                )
+            } else {
+                Warm::Off
+            },
+            warm_key,
+            before: metrics.warm.row_counts(),
+            started,
+            metrics,
         }
     }
-}
 
-/// A warm restart's reconcile, from the collected initial update to
-/// `reconciled`.
-pub struct WarmReconcile {
-    pub queue: Arc<CoalescingQueue>,
-    pub metrics: Metrics,
-    /// CONFIG_DB ports, whose STATE_DB rows the reconcile answers for.
-    pub configured: Vec<String>,
-    /// When start-up began, for the duration metric.
-    pub started: Instant,
-    /// The STATE_DB row counters before the netlink thread started, so the
-    /// reconcile counts the writes of the whole initial update.
-    pub before: RowCounts,
-}
+    /// When [`tick`](Self::tick) must run at the latest.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.warm {
+            Warm::Collecting(until) => Some(until),
+            _ => None,
+        }
+    }
 
-impl WarmReconcile {
-    /// Runs the reconcile and records `restored` then `reconciled`.
-    pub async fn run(
-        self,
-        update: InitialUpdate,
-        timer: Duration,
-        recorder: &mut WarmStateRecorder,
-    ) -> Result<()> {
-        let by_timer = match update {
-            InitialUpdate::Eoiu(live) => {
-                self.delete_vanished(&live).await?;
-                false
+    pub fn on_landed(&mut self, landed: &Landed) {
+        match landed {
+            Landed::Row { port, .. } => {
+                self.awaiting_row.remove(port);
             }
-            InitialUpdate::TimedOut(eoiu) => {
-                warn!(
-                    timer_secs = timer.as_secs(),
-                    "warm restart: the initial link dump did not finish within portsyncd_timer; \
-                     reconciling with what the kernel reported so far. Rows of configured ports \
-                     whose netdev is gone are deleted when the dump finishes"
+            Landed::Appl(key) if key.as_slice() == CONFIG_DONE => {
+                self.metrics.port_config_done.set(1);
+                info!(count = self.count, "PortConfigDone written to APPL_DB");
+            }
+            Landed::Appl(key) if key.as_slice() == INIT_DONE => {
+                self.metrics.port_init_done.set(1);
+                info!(
+                    elapsed_ms = self.started.elapsed().as_millis() as u64,
+                    "PortInitDone written to APPL_DB"
                 );
-                let late = WarmReconcile {
-                    queue: self.queue.clone(),
-                    metrics: self.metrics.clone(),
-                    configured: self.configured.clone(),
-                    started: self.started,
-                    before: self.before,
-                };
-                tokio::spawn(async move {
-                    if let Ok(live) = eoiu.await {
-                        info!("the initial link dump finished after the warm-restart timer");
-                        let _ = late.delete_vanished(&live).await;
-                    }
-                });
-                true
             }
-        };
-        recorder.record(WarmState::Restored).await;
-        let mark = self.queue.mark();
-        while !self.queue.acknowledged_through(mark) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            Landed::Appl(key) => {
+                self.config_pending.remove(key);
+            }
+            // A row Redis refuses is retried on its own; PortInitDone does
+            // not wait for it (one bad key must not hold the switch back).
+            Landed::Refused {
+                key: Key::StatePort(port),
+                ..
+            } if self.awaiting_row.remove(port) => {
+                warn!(port = %port, "PortInitDone will not wait for this port: Redis refuses its STATE_DB row");
+            }
+            _ => {}
         }
-        let seconds = self.started.elapsed().as_secs_f64();
-        let done = self
-            .metrics
-            .warm
-            .record_reconcile(self.before, seconds, by_timer);
-        recorder.record(WarmState::Reconciled).await;
-        info!(
-            event = "warm_restart_reconciled",
-            rows_written = done.changed,
-            rows_untouched = done.unchanged,
-            rows_deleted = done.deleted,
-            elapsed_ms = (seconds * 1000.0) as u64,
-            by_timer,
-            "warm restart reconciled"
-        );
-        Ok(())
     }
 
-    /// Queues the deletion of STATE_DB rows of configured ports that have
-    /// no netdev any more (the script skips rows that do not exist).
-    async fn delete_vanished(&self, live: &HashSet<String>) -> Result<()> {
-        let gone: Vec<String> = self
-            .configured
-            .iter()
-            .filter(|port| !live.contains(*port))
-            .cloned()
-            .collect();
+    /// The start-up link dump finished.
+    pub fn on_eoiu(&mut self, queue: &mut CoalescingQueue, live: usize) {
         info!(
-            ports_alive = live.len(),
-            ports_gone = gone.len(),
-            "warm restart: initial link state collected"
+            ports_alive = live,
+            ports_awaiting_row = self.awaiting_row.len(),
+            "end of initial link update (EOIU)"
         );
-        for port in &gone {
-            info!(port = %port, "warm restart: configured port has no netdev; deleting its STATE_DB row if present");
-        }
-        let queue = self.queue.clone();
-        tokio::task::spawn_blocking(move || {
-            let now = Instant::now();
-            for port in gone {
-                queue.push(Target::StatePort(port), Write::delete(), now);
+        match self.warm {
+            Warm::Collecting(_) => self.restored(queue, false),
+            // A cold start has nothing to reconcile: done at EOIU.
+            Warm::Off => {
+                self.metrics.warm_restart_reconciled.set(1);
             }
-        })
-        .await?;
-        Ok(())
+            _ => {}
+        }
+    }
+
+    fn restored(&mut self, queue: &mut CoalescingQueue, by_timer: bool) {
+        self.push_warm_state(queue, WarmState::Restored);
+        self.warm = Warm::Restored {
+            mark: queue.mark(),
+            by_timer,
+        };
+    }
+
+    fn push_warm_state(&self, queue: &mut CoalescingQueue, state: WarmState) {
+        queue.push(
+            Key::StateHash(self.warm_key.clone()),
+            Op::Fields(vec![(
+                b"state".to_vec(),
+                state.as_str().as_bytes().to_vec(),
+            )]),
+            Instant::now(),
+        );
+    }
+
+    /// Moves the start-up on as far as what landed allows.
+    pub fn tick(&mut self, queue: &mut CoalescingQueue, now: Instant) {
+        if !self.config_done_queued && self.config_pending.is_empty() {
+            self.config_done_queued = true;
+            queue.push(
+                Key::ApplPort(CONFIG_DONE.to_vec()),
+                Op::Fields(vec![(
+                    b"count".to_vec(),
+                    self.count.to_string().into_bytes(),
+                )]),
+                now,
+            );
+        }
+        let config_done = self.warm != Warm::Off || self.metrics.port_config_done.get() == 1;
+        if !self.init_done_queued && config_done && self.awaiting_row.is_empty() {
+            self.init_done_queued = true;
+            queue.push(
+                Key::ApplPort(INIT_DONE.to_vec()),
+                Op::Fields(vec![(b"lanes".to_vec(), b"0".to_vec())]),
+                now,
+            );
+            info!("every configured port's STATE_DB row is written; PortInitDone queued");
+        }
+        match self.warm {
+            Warm::Collecting(until) if now >= until => {
+                warn!(
+                    "warm restart: the initial link dump did not finish within portsyncd_timer; \
+                     reconciling with what the kernel reported so far"
+                );
+                self.restored(queue, true);
+            }
+            Warm::Restored { mark, by_timer } if queue.acknowledged_through(mark) => {
+                self.push_warm_state(queue, WarmState::Reconciled);
+                self.warm = Warm::Reconciled;
+                let seconds = self.started.elapsed().as_secs_f64();
+                let done = self
+                    .metrics
+                    .warm
+                    .record_reconcile(self.before, seconds, by_timer);
+                self.metrics.warm_restart_reconciled.set(1);
+                info!(
+                    event = "warm_restart_reconciled",
+                    rows_written = done.changed,
+                    rows_untouched = done.unchanged,
+                    rows_deleted = done.deleted,
+                    elapsed_ms = (seconds * 1000.0) as u64,
+                    by_timer,
+                    "warm restart reconciled"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Ports whose row has not landed, for the waiting log line.
+    pub fn awaiting_rows(&self) -> usize {
+        self.awaiting_row.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sonic::warm_table::WarmStart;
+
+    fn inputs(warm: bool, ports: &[&str]) -> StartupInputs {
+        StartupInputs {
+            dpu: false,
+            warm: WarmStart {
+                warm,
+                restore_count: u64::from(warm),
+            },
+            ports: ports
+                .iter()
+                .map(|p| (PortName::from(*p), vec![(b"lanes".to_vec(), b"0".to_vec())]))
+                .collect(),
+            reconcile_timer: None,
+        }
+    }
+
+    fn drain_appl(queue: &mut CoalescingQueue, progress: &mut Progress) -> Vec<Vec<u8>> {
+        let mut taken = Vec::new();
+        queue.take_due(Instant::now(), 100, &mut taken);
+        let mut keys = Vec::new();
+        for t in taken {
+            queue.acked(&t);
+            if let Key::ApplPort(k) = &t.key {
+                keys.push(k.clone());
+                progress.on_landed(&Landed::Appl(k.clone()));
+            }
+        }
+        keys
+    }
 
     #[test]
-    fn reconcile_timer_uses_portsyncd_timer_when_positive() {
-        assert_eq!(reconcile_timer(Some(5)), Duration::from_secs(5));
-        assert_eq!(reconcile_timer(Some(0)), DEFAULT_RECONCILE_TIMER);
-        assert_eq!(reconcile_timer(None), DEFAULT_RECONCILE_TIMER);
-    }
-
-    #[tokio::test]
-    async fn a_bounded_wait_times_out_and_keeps_the_receiver() {
-        let (tx, rx) = oneshot::channel();
-        let update = wait_for_eoiu(rx, Some(Duration::from_millis(20)))
-            .await
-            .unwrap();
-        let InitialUpdate::TimedOut(rx) = update else {
-            panic!("expected the timer to expire first");
+    fn port_config_done_waits_for_every_port_and_init_done_for_every_row() {
+        let mut queue = CoalescingQueue::new(64);
+        let now = Instant::now();
+        let mut p = Progress::start(
+            &inputs(false, &["Ethernet0", "Ethernet4"]),
+            "W".into(),
+            &mut queue,
+            Metrics::new(),
+            now,
+        );
+        p.tick(&mut queue, now);
+        assert_eq!(
+            drain_appl(&mut queue, &mut p),
+            vec![b"Ethernet0".to_vec(), b"Ethernet4".to_vec()]
+        );
+        p.tick(&mut queue, now);
+        assert_eq!(drain_appl(&mut queue, &mut p), vec![CONFIG_DONE.to_vec()]);
+        p.tick(&mut queue, now);
+        assert!(queue.is_empty(), "PortInitDone waits for the rows");
+        let row = |port: &str| Landed::Row {
+            port: PortName::from(port),
+            since: now,
+            fields: 4,
+            oper_up: true,
+            admin_up: true,
         };
-        tx.send(HashSet::from(["Ethernet0".to_string()])).unwrap();
-        assert_eq!(rx.await.unwrap().len(), 1);
+        p.on_landed(&row("Ethernet0"));
+        p.tick(&mut queue, now);
+        assert!(queue.is_empty());
+        p.on_landed(&row("Ethernet4"));
+        p.tick(&mut queue, now);
+        assert_eq!(drain_appl(&mut queue, &mut p), vec![INIT_DONE.to_vec()]);
     }
 
-    #[tokio::test]
-    async fn eoiu_before_the_timer_carries_the_live_ports() {
-        let (tx, rx) = oneshot::channel();
-        tx.send(HashSet::from(["Ethernet4".to_string()])).unwrap();
-        match wait_for_eoiu(rx, Some(Duration::from_secs(25)))
-            .await
-            .unwrap()
-        {
-            InitialUpdate::Eoiu(live) => assert!(live.contains("Ethernet4")),
-            InitialUpdate::TimedOut(_) => panic!("EOIU was ready"),
-        }
+    #[test]
+    fn no_ports_means_both_notices_at_once() {
+        let mut queue = CoalescingQueue::new(64);
+        let now = Instant::now();
+        let mut p = Progress::start(
+            &inputs(false, &[]),
+            "W".into(),
+            &mut queue,
+            Metrics::new(),
+            now,
+        );
+        p.tick(&mut queue, now);
+        assert_eq!(drain_appl(&mut queue, &mut p), vec![CONFIG_DONE.to_vec()]);
+        p.tick(&mut queue, now);
+        assert_eq!(drain_appl(&mut queue, &mut p), vec![INIT_DONE.to_vec()]);
+    }
+
+    #[test]
+    fn a_warm_start_reconciles_after_eoiu_or_the_timer() {
+        let mut queue = CoalescingQueue::new(64);
+        let now = Instant::now();
+        let metrics = Metrics::new();
+        let mut p = Progress::start(
+            &inputs(true, &["Ethernet0"]),
+            "W".into(),
+            &mut queue,
+            metrics.clone(),
+            now,
+        );
+        assert!(queue.is_empty(), "no producer writes on a warm start");
+        p.tick(&mut queue, now + DEFAULT_RECONCILE_TIMER);
+        assert!(
+            queue.contains(&Key::StateHash("W".into())),
+            "restored by timer"
+        );
+        let mut taken = Vec::new();
+        queue.take_due(now, 10, &mut taken);
+        queue.acked(&taken[0]);
+        p.tick(&mut queue, now);
+        assert_eq!(metrics.warm_restart_reconciled.get(), 1);
+        assert_eq!(metrics.warm.reconcile_by_timer.get(), 1);
+    }
+
+    #[test]
+    fn a_timer_at_the_end_of_time_does_not_panic() {
+        assert_eq!(
+            reconcile_timer(Some(u64::MAX)),
+            Duration::from_secs(u64::MAX)
+        );
+        let mut queue = CoalescingQueue::new(4);
+        let mut i = inputs(true, &[]);
+        i.reconcile_timer = Some(u64::MAX);
+        let p = Progress::start(&i, "W".into(), &mut queue, Metrics::new(), Instant::now());
+        assert!(p.deadline().is_some());
     }
 }

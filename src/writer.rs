@@ -1,356 +1,665 @@
-//! The Redis side: drains the coalescing queue in batches, one pipelined
-//! round trip per batch, one EVALSHA per key.
+//! The Redis side of the data path: turns what is due in the queue into one
+//! pipeline per database and settles the queue from the replies.
 //!
-//! A batch leaves the queue only once Redis acknowledged it. A broken
-//! connection keeps the batch, reconnects with capped, jittered backoff,
-//! reloads the scripts and writes again; the daemon never exits because
-//! Redis went away.
+//! STATE_DB gets plain `HSET`s of the fields that changed (from the
+//! [`StateImage`]) and `DEL`s, on the STATE_DB connection; APPL_DB gets the
+//! producer script and, for a port not yet known to be configured, an
+//! `EXISTS PORT_TABLE:<port>`, on the APPL_DB connection. Nothing assumes
+//! the two share a server. A reply that refuses one key sets back that key
+//! alone; a broken connection keeps every write and reconnects with capped,
+//! jittered backoff.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{Client, ErrorKind, RedisError, ServerErrorKind, Value};
-use tracing::{debug, info, warn};
+use redis::{Client, ErrorKind, Pipeline, RedisError, ServerErrorKind, Value};
+use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::hooks::LoopHooks;
-use crate::metrics::{Metrics, PortLabels};
-use crate::queue::{CoalescingQueue, Pending, Target};
+use crate::port_name::PortName;
+use crate::queue::{CoalescingQueue, Key, Op, Taken};
 use crate::sonic::connect::connect;
-use crate::sonic::scripts::Scripts;
-use crate::systemd::IDLE_BEAT;
+use crate::sonic::db_config::DbLayout;
+use crate::sonic::producer::{PORT_TABLE, Producer, table_key};
+use crate::state_image::StateImage;
+use crate::sync::{STATE_FIELDS, state_values};
 
-/// What one batch attempt ended with.
-enum BatchError {
-    /// The connection is unusable: drop it and reconnect.
-    Connection(RedisError),
-    /// Redis answered, but could not take the writes now (NOSCRIPT,
-    /// LOADING, a script error): retry after a pause on the same connection.
-    Server(RedisError),
+/// How often a port that is not configured yet is asked about again.
+pub const CONFIGURED_POLL: Duration = Duration::from_millis(200);
+
+/// What landed in Redis, for the start-up progress and the metrics.
+#[derive(Debug)]
+pub enum Landed {
+    /// The port's STATE_DB row holds its state (written now, or already).
+    /// `fields` is how many fields were written (0: it already held them).
+    Row {
+        port: PortName,
+        /// When the oldest event folded into the write arrived.
+        since: Instant,
+        fields: usize,
+        oper_up: bool,
+        admin_up: bool,
+    },
+    RowDeleted {
+        port: PortName,
+        existed: bool,
+    },
+    Appl(Vec<u8>),
+    StateHash(String),
+    /// A key Redis refused; it waits out its own backoff.
+    Refused {
+        key: Key,
+        failures: u32,
+        error: String,
+    },
+}
+
+/// One database connection of the data path.
+struct DbLink {
+    client: Client,
+    conn: Option<MultiplexedConnection>,
+    what: &'static str,
+    backoff: Backoff,
+    /// No reconnect attempt before this.
+    retry_at: Option<Instant>,
+    /// A connection was lost: the next one asks for a re-dump and a re-seed.
+    lost: bool,
+}
+
+impl DbLink {
+    fn new(client: Client, what: &'static str) -> Self {
+        DbLink {
+            client,
+            conn: None,
+            what,
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+            retry_at: None,
+            lost: false,
+        }
+    }
+}
+
+/// What one side of a round brings back.
+pub struct SideReply {
+    conn: Option<MultiplexedConnection>,
+    fresh: bool,
+    replies: Result<Vec<redis::RedisResult<Value>>, RedisError>,
+}
+
+/// Both sides of a round.
+pub struct RoundReply {
+    state: SideReply,
+    appl: SideReply,
+}
+
+pub type RoundFuture = Pin<Box<dyn Future<Output = RoundReply> + Send>>;
+
+/// Where one queue entry's commands sit in the round's pipelines.
+enum Plan {
+    Port {
+        taken: Taken,
+        port: PortName,
+        del: Option<usize>,
+        hset: Option<(usize, [Vec<u8>; 4], Vec<usize>)>,
+        probe: Option<usize>,
+        /// The set that waits for the port's configuration.
+        waiting: Option<Op>,
+    },
+    Appl {
+        taken: Taken,
+        at: usize,
+    },
+    StateHash {
+        taken: Taken,
+        at: usize,
+    },
+}
+
+/// A round in flight: its plans, and which extra commands lead each side.
+pub struct Round {
+    plans: Vec<Plan>,
+    /// Index of the marker EXISTS in each pipeline, if checked this round.
+    state_marker: Option<usize>,
+    appl_marker: Option<usize>,
+    /// The APPL pipeline starts with SCRIPT LOAD.
+    appl_script_load: bool,
+    pub keys: usize,
+    /// When the round was sent, for the round-trip metric.
+    pub sent: Instant,
+}
+
+/// Keys whose disappearance says Redis lost its data (see
+/// [`Writer::check_markers`]).
+pub struct Markers {
+    pub state: Option<String>,
+    pub appl: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 pub struct Writer {
-    client: Client,
-    scripts: Scripts,
-    queue: Arc<CoalescingQueue>,
-    metrics: Metrics,
-    /// Most keys sent in one pipeline: large enough to absorb a storm in a
-    /// few round trips, small enough to keep one reply's latency low.
-    batch_max: usize,
-    conn: Option<MultiplexedConnection>,
-    backoff: Backoff,
-    /// Heartbeat and re-dump request (see [`crate::hooks`]).
-    hooks: LoopHooks,
-    /// Set when a connection broke; the next connect raises the re-dump
-    /// request, since Redis may have restarted from an older dump.
-    lost_connection: bool,
-    /// Tells a storm from a lone change; see [`StormLinger`].
-    linger: StormLinger,
+    state: DbLink,
+    appl: DbLink,
+    layout: DbLayout,
+    producer: Producer,
+    pub image: StateImage,
+    /// Ports whose consumed APPL_DB key was seen: asked once, remembered
+    /// until the port's netdev is deleted.
+    pub configured: HashSet<PortName>,
+    /// The APPL_DB script cache must be filled before the next EVALSHA.
+    script_needed: bool,
+    pub markers: Markers,
+    /// Check the markers on the next round.
+    pub check_markers: bool,
+    /// Most keys in one round.
+    pub batch_max: usize,
 }
 
-/// During a storm the kernel hands link messages over one by one, so a
-/// writer that sends as soon as it wakes pays a round trip (and two thread
-/// wake-ups) for every two or three keys. When the previous batch carried
-/// more than one key and ended a moment ago, the writer waits one short
-/// linger before taking the next batch, so keys gather and a port that
-/// changes twice costs one write. A lone change after a quiet spell is
-/// written at once: the linger never adds latency outside a storm.
+/// How a round ended, as far as the caller must act.
 #[derive(Debug, Default)]
-struct StormLinger {
-    last_batch_keys: usize,
-    last_batch_end: Option<Instant>,
-}
-
-impl StormLinger {
-    /// How long keys may gather during a storm.
-    const LINGER: Duration = Duration::from_millis(1);
-    /// A gap longer than this since the last batch ends a storm.
-    const QUIET: Duration = Duration::from_millis(5);
-
-    fn in_storm(&self, now: Instant) -> bool {
-        self.last_batch_keys > 1
-            && self
-                .last_batch_end
-                .is_some_and(|end| now.duration_since(end) < Self::QUIET)
-    }
-
-    fn batch_done(&mut self, keys: usize, now: Instant) {
-        self.last_batch_keys = keys;
-        self.last_batch_end = Some(now);
-    }
+pub struct RoundOutcome {
+    /// A connection was (re)established after a loss: re-seed and re-dump.
+    pub reconnected_after_loss: bool,
+    /// A marker key is gone: Redis lost its data.
+    pub data_lost: bool,
+    pub connection_error: Option<String>,
 }
 
 impl Writer {
-    pub fn new(
-        client: Client,
-        scripts: Scripts,
-        queue: Arc<CoalescingQueue>,
-        metrics: Metrics,
-    ) -> Self {
+    pub fn new(layout: &DbLayout, state: Client, appl: Client) -> Self {
         Writer {
-            client,
-            scripts,
-            queue,
-            metrics,
+            state: DbLink::new(state, "STATE_DB"),
+            appl: DbLink::new(appl, "APPL_DB"),
+            producer: Producer::new(&layout.appl),
+            layout: layout.clone(),
+            image: StateImage::default(),
+            configured: HashSet::new(),
+            script_needed: true,
+            markers: Markers {
+                state: None,
+                appl: None,
+            },
+            check_markers: false,
             batch_max: 512,
-            conn: None,
-            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
-            hooks: LoopHooks::default(),
-            lost_connection: false,
-            linger: StormLinger::default(),
         }
     }
 
-    /// Connects the loop to the watchdog and the re-dump request.
-    pub fn with_hooks(mut self, hooks: LoopHooks) -> Self {
-        self.hooks = hooks;
-        self
+    /// Hands over the connections start-up opened.
+    pub fn adopt(&mut self, state: MultiplexedConnection, appl: MultiplexedConnection) {
+        self.state.conn = Some(state);
+        self.appl.conn = Some(appl);
+        self.script_needed = true;
     }
 
-    /// Writes for as long as the process lives. The flush at shutdown is
-    /// the caller's: it waits, bounded, for the queue to empty.
-    pub async fn run(mut self) {
-        loop {
-            self.hooks.heartbeat.beat();
-            let idle = tokio::time::timeout(IDLE_BEAT, self.queue.wait_for_work())
-                .await
-                .is_err();
-            let result = if idle {
-                self.check_connection().await
-            } else {
-                if self.linger.in_storm(Instant::now()) && self.queue.len() < self.batch_max {
-                    tokio::time::sleep(StormLinger::LINGER).await;
-                }
-                let batch = self.queue.peek_batch(self.batch_max);
-                let result = self.write_batch(&batch).await;
-                self.linger.batch_done(batch.len(), Instant::now());
-                result
-            };
-            match result {
-                Ok(()) => self.backoff.reset(),
-                Err(BatchError::Connection(e)) => {
-                    if self.conn.take().is_some() {
-                        self.lost_connection = true;
-                        warn!(error = %e, pending = self.queue.len(), "lost Redis; keeping pending writes and reconnecting");
+    /// The earliest moment a reconnect may be tried, if one waits.
+    pub fn retry_at(&self) -> Option<Instant> {
+        [self.state.retry_at, self.appl.retry_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn connected(&self) -> bool {
+        self.state.conn.is_some() && self.appl.conn.is_some()
+    }
+
+    /// Our fields of `ports`' STATE_DB rows, read on the STATE_DB connection.
+    pub async fn read_rows(
+        &mut self,
+        ports: &[PortName],
+    ) -> redis::RedisResult<Vec<crate::state_image::Row>> {
+        let Some(conn) = self.state.conn.as_mut() else {
+            return Err(RedisError::from((
+                ErrorKind::Io,
+                "STATE_DB is not connected",
+            )));
+        };
+        crate::startup::read_state_rows(conn, &self.layout, ports).await
+    }
+
+    /// The STATE_DB key of a port's row.
+    pub fn state_key(&self, port: &PortName) -> Vec<u8> {
+        table_key(&self.layout.state, PORT_TABLE, port.as_bytes())
+    }
+
+    fn appl_key(&self, port: &PortName) -> Vec<u8> {
+        table_key(&self.layout.appl, PORT_TABLE, port.as_bytes())
+    }
+
+    /// Builds the next round from what is due. Entries that need no Redis
+    /// command (the row already holds the state) are settled at once and
+    /// reported in `landed`. Returns `None` when there is nothing to send.
+    pub fn plan(
+        &mut self,
+        queue: &mut CoalescingQueue,
+        now: Instant,
+        landed: &mut Vec<Landed>,
+    ) -> Option<(Round, RoundFuture)> {
+        // A database whose connection waits out its backoff leaves its keys
+        // for a later round; the other database's keys go now.
+        let state_up = self.state.retry_at.is_none_or(|t| t <= now);
+        let appl_up = self.appl.retry_at.is_none_or(|t| t <= now);
+        if !state_up && !appl_up {
+            return None;
+        }
+        let mut taken = Vec::new();
+        let configured = &self.configured;
+        queue.take_due_where(now, self.batch_max, &mut taken, |key, op| match (key, op) {
+            (Key::StatePort(port), Op::Port { set, .. }) => {
+                state_up && (appl_up || set.is_none() || configured.contains(port))
+            }
+            (Key::ApplPort(_), _) => appl_up,
+            (Key::StateHash(_), _) => state_up,
+            _ => true,
+        });
+        if taken.is_empty() && !self.check_markers {
+            return None;
+        }
+        let mut state = redis::pipe();
+        let mut appl = redis::pipe();
+        let (mut n_state, mut n_appl) = (0usize, 0usize);
+        let appl_script_load = self.script_needed;
+        if appl_script_load {
+            appl.add_command(self.producer.load_command());
+            n_appl += 1;
+        }
+        let mut round = Round {
+            plans: Vec::with_capacity(taken.len()),
+            state_marker: None,
+            appl_marker: None,
+            appl_script_load,
+            keys: taken.len(),
+            sent: now,
+        };
+        for taken in taken {
+            match (&taken.key, &taken.op) {
+                (
+                    Key::StatePort(port),
+                    Op::Port {
+                        delete_first,
+                        set,
+                        full,
+                    },
+                ) => {
+                    let port = port.clone();
+                    let del = delete_first.then(|| {
+                        state.cmd("DEL").arg(self.state_key(&port));
+                        n_state += 1;
+                        n_state - 1
+                    });
+                    let (mut hset, mut probe, mut waiting) = (None, None, None);
+                    if let Some(s) = set {
+                        if self.configured.contains(&port) {
+                            let values = state_values(s);
+                            // After a DEL in the same round the row is empty.
+                            let fields = if *delete_first {
+                                vec![0, 1, 2, 3]
+                            } else {
+                                self.image.changes(&port, &values, *full)
+                            };
+                            if !fields.is_empty() {
+                                let cmd = state.cmd("HSET").arg(self.state_key(&port));
+                                for &i in &fields {
+                                    cmd.arg(STATE_FIELDS[i]).arg(&values[i]);
+                                }
+                                n_state += 1;
+                                hset = Some((n_state - 1, values, fields));
+                            }
+                        } else {
+                            appl.cmd("EXISTS").arg(self.appl_key(&port));
+                            n_appl += 1;
+                            probe = Some(n_appl - 1);
+                            waiting = Some(Op::port_set(*s, *full));
+                        }
                     }
-                    self.metrics.redis_up.set(0);
-                    self.metrics.redis_error("io");
-                    tokio::time::sleep(self.backoff.next_delay()).await;
-                }
-                Err(BatchError::Server(e)) => {
-                    self.metrics.redis_error(server_error_label(&e));
-                    if is_noscript(&e) {
-                        info!(
-                            "Redis lost its script cache (restart or SCRIPT FLUSH); reloading scripts"
-                        );
-                        self.hooks.resync.raise();
-                        if self.load_scripts().await.is_err() {
-                            debug!("script reload failed; reconnecting");
-                            self.conn = None;
+                    if del.is_none() && hset.is_none() && probe.is_none() {
+                        // The row already holds this state.
+                        queue.acked(&taken);
+                        if let Some(s) = set {
+                            landed.push(Landed::Row {
+                                port,
+                                since: taken.since,
+                                fields: 0,
+                                oper_up: s.oper_up,
+                                admin_up: s.admin_up,
+                            });
                         }
                         continue;
                     }
-                    let delay = self.backoff.next_delay();
-                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis refused a write; retrying");
-                    tokio::time::sleep(delay).await;
+                    round.plans.push(Plan::Port {
+                        taken,
+                        port,
+                        del,
+                        hset,
+                        probe,
+                        waiting,
+                    });
                 }
-            }
-            self.metrics.queue_depth.set(self.queue.len() as i64);
-        }
-    }
-
-    async fn connection(&mut self) -> Result<&mut MultiplexedConnection, BatchError> {
-        if self.conn.is_none() {
-            let conn = connect(&self.client)
-                .await
-                .map_err(BatchError::Connection)?;
-            self.conn = Some(conn);
-            if let Err(e) = self.load_scripts().await {
-                self.conn = None;
-                return Err(e);
-            }
-            self.metrics.redis_reconnects.inc();
-            self.metrics.redis_up.set(1);
-            info!("connected to Redis; scripts loaded");
-            if std::mem::take(&mut self.lost_connection) {
-                self.hooks.resync.raise();
-            }
-        }
-        Ok(self.conn.as_mut().expect("connection just set"))
-    }
-
-    /// PING while idle, so a Redis that went away (and perhaps came back
-    /// from an older dump) is noticed without waiting for the next write.
-    async fn check_connection(&mut self) -> Result<(), BatchError> {
-        let conn = self.connection().await?;
-        redis::cmd("PING")
-            .query_async::<()>(conn)
-            .await
-            .map_err(classify)
-    }
-
-    async fn load_scripts(&mut self) -> Result<(), BatchError> {
-        let mut pipe = redis::pipe();
-        for cmd in self.scripts.load_commands() {
-            pipe.add_command(cmd);
-        }
-        let conn = self.conn.as_mut().expect("called with a connection");
-        pipe.query_async::<()>(conn).await.map_err(classify)
-    }
-
-    async fn write_batch(&mut self, batch: &[Pending]) -> Result<(), BatchError> {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for pending in batch {
-            pipe.add_command(self.scripts.command(&pending.target, &pending.write));
-        }
-        let started = Instant::now();
-        let conn = self.connection().await?;
-        let replies: Vec<redis::RedisResult<Value>> =
-            pipe.query_async(conn).await.map_err(classify)?;
-        let acked = Instant::now();
-        self.metrics
-            .redis_latency
-            .observe((acked - started).as_secs_f64());
-        self.metrics.redis_batches.inc();
-
-        let mut acked_keys = Vec::with_capacity(batch.len());
-        let mut first_error = None;
-        for (pending, reply) in batch.iter().zip(replies) {
-            match reply {
-                Ok(value) => {
-                    self.record(pending, &value, acked);
-                    acked_keys.push(true);
+                (Key::ApplPort(key), Op::Fields(fields)) => {
+                    appl.add_command(self.producer.set(key, fields));
+                    n_appl += 1;
+                    round.plans.push(Plan::Appl {
+                        at: n_appl - 1,
+                        taken,
+                    });
                 }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                    acked_keys.push(false);
+                (Key::StateHash(key), Op::Fields(fields)) => {
+                    let cmd = state.cmd("HSET").arg(key.as_str());
+                    for (f, v) in fields {
+                        cmd.arg(f).arg(v);
+                    }
+                    n_state += 1;
+                    round.plans.push(Plan::StateHash {
+                        at: n_state - 1,
+                        taken,
+                    });
+                }
+                _ => {
+                    warn!(key = ?taken.key, "a queue entry of the wrong kind was dropped");
+                    queue.acked(&taken);
                 }
             }
         }
-        self.queue.commit(batch, &acked_keys);
-        match first_error {
-            None => Ok(()),
-            Some(e) => Err(classify(e)),
+        if self.check_markers && state_up && appl_up {
+            if let Some(key) = &self.markers.state {
+                state.cmd("EXISTS").arg(key.as_str());
+                n_state += 1;
+                round.state_marker = Some(n_state - 1);
+            }
+            if let Some((consumed, staged)) = &self.markers.appl {
+                appl.cmd("EXISTS").arg(consumed).arg(staged);
+                n_appl += 1;
+                round.appl_marker = Some(n_appl - 1);
+            }
+            self.check_markers = false;
         }
+        if round.plans.is_empty() && round.state_marker.is_none() && round.appl_marker.is_none() {
+            return None;
+        }
+        if n_appl == usize::from(appl_script_load) {
+            // Nothing for APPL_DB but the script: keep it for a later round.
+            round.appl_script_load = false;
+            appl = redis::pipe();
+            n_appl = 0;
+        }
+        let future = Box::pin(run_round(
+            side(&mut self.state, state, n_state),
+            side(&mut self.appl, appl, n_appl),
+        ));
+        Some((round, future))
     }
 
-    /// Metrics and the log line an operator greps for, per acknowledged key.
-    fn record(&self, pending: &Pending, reply: &Value, acked: Instant) {
-        self.metrics.redis_keys_written.inc();
-        self.metrics
-            .event_latency
-            .observe(acked.duration_since(pending.since).as_secs_f64());
-        let result = match reply {
-            Value::Int(n) => *n,
-            _ => 0,
+    /// Settles the queue from a round's replies.
+    pub fn settle(
+        &mut self,
+        round: Round,
+        reply: RoundReply,
+        queue: &mut CoalescingQueue,
+        now: Instant,
+        landed: &mut Vec<Landed>,
+    ) -> RoundOutcome {
+        let mut outcome = RoundOutcome::default();
+        let state = self.side_back(Side::State, reply.state, now, &mut outcome);
+        let appl = self.side_back(Side::Appl, reply.appl, now, &mut outcome);
+        if round.appl_script_load && appl.is_some() {
+            self.script_needed = false;
+        }
+        if let (Some(replies), Some(at)) = (&state, round.state_marker)
+            && matches!(replies.get(at), Some(Ok(Value::Int(0))))
+        {
+            outcome.data_lost = true;
+        }
+        if let (Some(replies), Some(at)) = (&appl, round.appl_marker)
+            && matches!(replies.get(at), Some(Ok(Value::Int(0))))
+        {
+            outcome.data_lost = true;
+        }
+        for plan in round.plans {
+            match plan {
+                Plan::Port {
+                    taken,
+                    port,
+                    del,
+                    hset,
+                    probe,
+                    waiting,
+                } => {
+                    let del_reply = Self::reply_of(&state, del);
+                    let hset_reply = Self::reply_of(&state, hset.as_ref().map(|h| h.0));
+                    let probe_reply = Self::reply_of(&appl, probe);
+                    // A side that never answered: everything comes back.
+                    if [&del_reply, &hset_reply, &probe_reply]
+                        .iter()
+                        .any(|r| matches!(r, Some(None)))
+                    {
+                        queue.returned(&taken);
+                        continue;
+                    }
+                    let error = [&del_reply, &hset_reply, &probe_reply]
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .find_map(|r| match r {
+                            Err(e) => Some(e.to_string()),
+                            Ok(_) => None,
+                        });
+                    if let Some(error) = error {
+                        refuse(queue, &taken, now, error, landed);
+                        continue;
+                    }
+                    if del.is_some() {
+                        self.image.deleted(&port);
+                        let existed = matches!(del_reply, Some(Some(Ok(Value::Int(n)))) if *n > 0);
+                        landed.push(Landed::RowDeleted {
+                            port: port.clone(),
+                            existed,
+                        });
+                    }
+                    if let Some((_, values, fields)) = &hset {
+                        self.image.written(&port, values, fields);
+                        if let Op::Port { set: Some(s), .. } = &taken.op {
+                            landed.push(Landed::Row {
+                                port: port.clone(),
+                                since: taken.since,
+                                fields: fields.len(),
+                                oper_up: s.oper_up,
+                                admin_up: s.admin_up,
+                            });
+                        }
+                    }
+                    match (probe_reply, waiting) {
+                        (Some(Some(Ok(Value::Int(1)))), Some(rest)) => {
+                            self.configured.insert(port);
+                            queue.partly_done(&taken, rest, None);
+                        }
+                        (Some(_), Some(rest)) => {
+                            queue.partly_done(&taken, rest, Some(now + CONFIGURED_POLL));
+                        }
+                        _ => queue.acked(&taken),
+                    }
+                }
+                Plan::Appl { taken, at } => match appl.as_ref().and_then(|r| r.get(at)) {
+                    None => queue.returned(&taken),
+                    Some(Ok(_)) => {
+                        queue.acked(&taken);
+                        if let Key::ApplPort(key) = taken.key {
+                            landed.push(Landed::Appl(key));
+                        }
+                    }
+                    Some(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        info!(
+                            "Redis lost its script cache (restart or SCRIPT FLUSH); reloading the producer script"
+                        );
+                        self.script_needed = true;
+                        queue.returned(&taken);
+                    }
+                    Some(Err(e)) => refuse(queue, &taken, now, e.to_string(), landed),
+                },
+                Plan::StateHash { taken, at } => match state.as_ref().and_then(|r| r.get(at)) {
+                    None => queue.returned(&taken),
+                    Some(Ok(_)) => {
+                        queue.acked(&taken);
+                        if let Key::StateHash(key) = taken.key {
+                            landed.push(Landed::StateHash(key));
+                        }
+                    }
+                    Some(Err(e)) => refuse(queue, &taken, now, e.to_string(), landed),
+                },
+            }
+        }
+        outcome
+    }
+
+    /// The reply at `at`: `None` when no command was sent, `Some(None)` when
+    /// the side never answered.
+    fn reply_of(
+        replies: &Option<Vec<redis::RedisResult<Value>>>,
+        at: Option<usize>,
+    ) -> Option<Option<&redis::RedisResult<Value>>> {
+        at.map(|i| replies.as_ref().and_then(|r| r.get(i)))
+    }
+
+    /// Takes a side's connection back; on a connection failure schedules
+    /// the reconnect. Returns the replies when the side answered.
+    fn side_back(
+        &mut self,
+        which: Side,
+        reply: SideReply,
+        now: Instant,
+        outcome: &mut RoundOutcome,
+    ) -> Option<Vec<redis::RedisResult<Value>>> {
+        let link = match which {
+            Side::State => &mut self.state,
+            Side::Appl => &mut self.appl,
         };
-        match &pending.target {
-            Target::StatePort(port) => {
-                let labels = PortLabels { port: port.clone() };
-                match result {
-                    -1 => {
-                        self.metrics.state_writes_skipped_unconfigured.inc();
-                        debug!(port = %port, "not in APPL_DB PORT_TABLE yet; STATE_DB left alone");
+        match reply.replies {
+            Ok(replies) => {
+                link.conn = reply.conn;
+                link.retry_at = None;
+                link.backoff.reset();
+                if reply.fresh {
+                    info!(db = link.what, "connected to Redis");
+                    if std::mem::take(&mut link.lost) {
+                        outcome.reconnected_after_loss = true;
                     }
-                    -2 | -3 => {
-                        self.metrics.port_oper_status.remove(&labels);
-                        self.metrics.port_admin_status.remove(&labels);
-                        if result == -2 {
-                            self.metrics.warm.state_rows_deleted.inc();
-                            info!(port = %port, "deleted STATE_DB PORT_TABLE row");
-                        } else {
-                            debug!(port = %port, "STATE_DB PORT_TABLE row already absent");
-                        }
-                    }
-                    changed => {
-                        let field = |name: &str| {
-                            pending
-                                .write
-                                .fields
-                                .iter()
-                                .find(|(f, _)| f == name)
-                                .map(|(_, v)| v.as_str())
-                        };
-                        let up = |v: Option<&str>| i64::from(v == Some("up"));
-                        self.metrics
-                            .port_oper_status
-                            .get_or_create(&labels)
-                            .set(up(field("netdev_oper_status")));
-                        self.metrics
-                            .port_admin_status
-                            .get_or_create(&labels)
-                            .set(up(field("admin_status")));
-                        if changed == 0 {
-                            self.metrics.warm.state_rows_unchanged.inc();
-                        } else {
-                            self.metrics.warm.state_rows_changed.inc();
-                            info!(
-                                port = %port,
-                                admin_status = field("admin_status").unwrap_or(""),
-                                netdev_oper_status = field("netdev_oper_status").unwrap_or(""),
-                                mtu = field("mtu").unwrap_or(""),
-                                fields_changed = changed,
-                                "published port state to STATE_DB"
-                            );
-                        }
+                    if matches!(which, Side::Appl) {
+                        self.script_needed = true;
                     }
                 }
+                Some(replies)
             }
-            Target::ApplPort(key) => match key.as_str() {
-                "PortConfigDone" => {
-                    self.metrics.port_config_done.set(1);
-                    info!("PortConfigDone written to APPL_DB");
+            Err(e) => {
+                if link.conn.take().is_some() || !link.lost {
+                    warn!(db = link.what, error = %e, "lost Redis; keeping pending writes and reconnecting");
                 }
-                "PortInitDone" => {
-                    self.metrics.port_init_done.set(1);
-                    info!("PortInitDone written to APPL_DB");
+                link.lost = true;
+                link.conn = None;
+                let delay = link.backoff.next_delay();
+                link.retry_at = Some(now + delay);
+                if matches!(which, Side::Appl) {
+                    self.script_needed = true;
                 }
-                _ => debug!(key = %key, "APPL_DB PORT_TABLE entry produced"),
-            },
+                outcome.connection_error = Some(format!("{}: {e}", link.what));
+                None
+            }
         }
     }
 }
 
-/// Connection-level failures need a new connection; server answers do not.
-fn classify(e: RedisError) -> BatchError {
-    match e.kind() {
-        ErrorKind::Server(_) | ErrorKind::Extension => BatchError::Server(e),
-        _ => BatchError::Connection(e),
+/// Redis refused `taken`: it waits out its own backoff; the caller hears why.
+fn refuse(
+    queue: &mut CoalescingQueue,
+    taken: &Taken,
+    now: Instant,
+    error: String,
+    landed: &mut Vec<Landed>,
+) {
+    let failures = queue.refused(taken, now);
+    landed.push(Landed::Refused {
+        key: taken.key.clone(),
+        failures,
+        error,
+    });
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    State,
+    Appl,
+}
+
+/// What a side of the round needs, taken out of its link so the round's
+/// future owns it while the data path goes on reading netlink.
+struct SideJob {
+    client: Client,
+    conn: Option<MultiplexedConnection>,
+    pipe: Pipeline,
+    commands: usize,
+}
+
+fn side(link: &mut DbLink, mut pipe: Pipeline, commands: usize) -> SideJob {
+    pipe.ignore_errors();
+    SideJob {
+        client: link.client.clone(),
+        conn: link.conn.take(),
+        pipe,
+        commands,
     }
 }
 
-fn is_noscript(e: &RedisError) -> bool {
-    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
-}
-
-fn server_error_label(e: &RedisError) -> &'static str {
-    match e.kind() {
-        ErrorKind::Server(ServerErrorKind::NoScript) => "noscript",
-        ErrorKind::Server(ServerErrorKind::BusyLoading) => "loading",
-        _ => "server",
+async fn run_side(job: SideJob) -> SideReply {
+    let fresh = job.conn.is_none();
+    let mut conn = match job.conn {
+        Some(conn) => conn,
+        None if job.commands == 0 => {
+            return SideReply {
+                conn: None,
+                fresh: false,
+                replies: Ok(Vec::new()),
+            };
+        }
+        None => match connect(&job.client).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                return SideReply {
+                    conn: None,
+                    fresh: true,
+                    replies: Err(e),
+                };
+            }
+        },
+    };
+    if job.commands == 0 {
+        return SideReply {
+            conn: Some(conn),
+            fresh,
+            replies: Ok(Vec::new()),
+        };
+    }
+    let replies = job
+        .pipe
+        .query_async::<Vec<redis::RedisResult<Value>>>(&mut conn)
+        .await
+        .and_then(|r| {
+            if r.len() == job.commands {
+                Ok(r)
+            } else {
+                Err(RedisError::from((
+                    ErrorKind::Client,
+                    "pipeline answered with the wrong number of replies",
+                )))
+            }
+        });
+    let conn = replies.is_ok().then_some(conn);
+    SideReply {
+        conn,
+        fresh,
+        replies,
     }
 }
 
-#[cfg(test)]
-mod linger_tests {
-    use std::time::{Duration, Instant};
-
-    use super::StormLinger;
-
-    #[test]
-    fn only_a_multi_key_batch_that_just_ended_means_a_storm() {
-        let mut linger = StormLinger::default();
-        let t0 = Instant::now();
-        assert!(!linger.in_storm(t0), "nothing written yet");
-        linger.batch_done(1, t0);
-        assert!(!linger.in_storm(t0), "a lone change is no storm");
-        linger.batch_done(3, t0);
-        assert!(linger.in_storm(t0 + Duration::from_millis(1)));
-        assert!(
-            !linger.in_storm(t0 + Duration::from_millis(50)),
-            "a quiet spell ends the storm"
-        );
-    }
+async fn run_round(state: SideJob, appl: SideJob) -> RoundReply {
+    let (state, appl) = tokio::join!(run_side(state), run_side(appl));
+    RoundReply { state, appl }
 }

@@ -5,76 +5,13 @@
 mod common;
 mod common_tls;
 
-use std::fs::{self, File};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Bed, DEADLINE, Netns, as_strs, port_names, wait_for};
+use common_tls::prometheus::{Prometheus, example, spawn_logged};
 use common_tls::*;
-
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples");
-
-/// A child process killed (and reaped) on drop; prints its log when the test fails.
-struct Guard {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "----- {} -----\n{}",
-                self.log.display(),
-                fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-fn spawn_logged(mut cmd: Command, log: &Path) -> Guard {
-    let file = File::create(log).unwrap();
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    Guard {
-        child,
-        log: log.to_path_buf(),
-    }
-}
-
-/// An example file from docs/examples with its placeholders replaced.
-fn example(name: &str, dir: &Path, replacements: &[(&str, String)]) -> std::path::PathBuf {
-    let mut text = fs::read_to_string(Path::new(EXAMPLES).join(name)).unwrap();
-    for (placeholder, value) in replacements {
-        assert!(text.contains(placeholder), "{name} has no {placeholder}");
-        text = text.replace(placeholder, value);
-    }
-    let left = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#') && l.contains('@'))
-        .count();
-    assert_eq!(left, 0, "{name}: a placeholder is left:\n{text}");
-    let path = dir.join(name);
-    fs::write(&path, text).unwrap();
-    path
-}
-
-fn plain_http_get(ns: &Netns, url: &str) -> String {
-    let out = in_ns(ns, "curl")
-        .args(["-sS", "--max-time", "5", "-g", url])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 #[test]
 fn prometheus_scrapes_with_client_certificates_and_reports_up() {
@@ -85,63 +22,10 @@ fn prometheus_scrapes_with_client_certificates_and_reports_up() {
         &certs,
         &["--metrics-allow-client", "prometheus.example"],
     );
-    let dir = tempfile::Builder::new()
-        .prefix("psd-prom-")
-        .tempdir()
-        .unwrap();
-    let p = |n: &str| certs.path(n).display().to_string();
-    let config = example(
-        "prometheus.yml",
-        dir.path(),
-        &[
-            ("@CA@", p("ca.crt")),
-            ("@CLIENT_CERT@", p("client.crt")),
-            ("@CLIENT_KEY@", p("client.key")),
-            ("@TARGET@", LISTEN.to_string()),
-        ],
-    );
-    let check = Command::new("promtool")
-        .args(["check", "config"])
-        .arg(&config)
-        .output()
-        .expect("promtool (apt-get install prometheus)");
-    assert!(check.status.success(), "{check:?}");
-
-    let mut cmd = in_ns(&bed.ns, "prometheus");
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg("--web.listen-address=[::1]:19090");
-    let _prometheus = spawn_logged(cmd, &dir.path().join("prometheus.log"));
-
-    let query = |q: &str| {
-        let body = plain_http_get(
-            &bed.ns,
-            &format!("http://[::1]:19090/api/v1/query?query={q}"),
-        );
-        serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| {
-                v["data"]["result"][0]["value"][1]
-                    .as_str()
-                    .map(str::to_string)
-            })
-    };
-    wait_for(
-        Duration::from_secs(60),
-        "Prometheus to report up{job=\"portsyncd\"} == 1",
-        || query("up%7Bjob%3D%22portsyncd%22%7D"),
-        |v| v.as_deref() == Some("1"),
-    );
+    let prometheus = Prometheus::start(&bed.ns, &certs);
+    prometheus.wait_value(Duration::from_secs(60), "up{job=\"portsyncd\"}", "1");
     // And what it scraped is the daemon's own data.
-    wait_for(
-        Duration::from_secs(30),
-        "Prometheus to hold portsyncd_port_init_done == 1",
-        || query("portsyncd_port_init_done"),
-        |v| v.as_deref() == Some("1"),
-    );
+    prometheus.wait_value(Duration::from_secs(30), "portsyncd_port_init_done", "1");
 }
 
 #[test]

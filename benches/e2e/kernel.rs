@@ -79,12 +79,12 @@ impl Recorder {
                         parse_datagram(bytes, &mut ParseStats::default(), |item| {
                             if let NetlinkItem::Link(ev) = item {
                                 rec.messages += 1;
-                                if ev.name.starts_with("Ethernet") {
+                                if ev.name.starts_with(b"Ethernet") {
                                     rec.port_messages += 1;
-                                    let state =
-                                        (ev.admin_up, ev.oper_up, ev.mtu, ev.carrier_changes);
-                                    rec.port_events.push((at, ev.name.clone(), ev.mtu));
-                                    if shown.insert(ev.name, state) != Some(state) {
+                                    let state = (ev.admin_up, ev.oper_up, ev.mtu);
+                                    let name = String::from_utf8_lossy(ev.name).into_owned();
+                                    rec.port_events.push((at, name.clone(), ev.mtu));
+                                    if shown.insert(name, state) != Some(state) {
                                         rec.last_port_change = Some(at);
                                     }
                                 }

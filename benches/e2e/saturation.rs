@@ -4,16 +4,18 @@
 //! `redis-benchmark`'s says which of the two limits a storm.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use portsyncd::data_path::Core;
 use portsyncd::metrics::Metrics;
-use portsyncd::netlink::{NetlinkItem, ParseStats, parse_datagram};
-use portsyncd::queue::{CoalescingQueue, Target};
-use portsyncd::sonic::connect::client_for;
+use portsyncd::port_name::PortName;
+use portsyncd::queue::CoalescingQueue;
+use portsyncd::sonic::connect::{client_for, connect};
 use portsyncd::sonic::db_config::load_layout;
-use portsyncd::sonic::scripts::Scripts;
-use portsyncd::sync::{Decision, StartMode, SyncRules};
+use portsyncd::sonic::warm_table::WarmStart;
+use portsyncd::startup::StartupInputs;
+use portsyncd::sync::SyncRules;
+use portsyncd::warm_reconcile::Progress;
 use portsyncd::writer::Writer;
 
 pub struct Saturation {
@@ -38,58 +40,84 @@ impl Saturation {
     }
 }
 
+/// Feeds every datagram through the data path's own `Core` (rules, queue,
+/// writer) on one thread, as the daemon's loop does: a round goes out when
+/// none is in flight, and the next carries what arrived meanwhile.
 pub fn run(db_config: &Path, ports: &[String], datagrams: &[Vec<u8>]) -> Saturation {
     let layout = load_layout(db_config, None).expect("database_config.json");
-    let client = client_for(&layout.appl, false).expect("Redis client");
-    let queue = Arc::new(CoalescingQueue::new(65_536));
-    let metrics = Metrics::new();
-    let writer = Writer::new(
-        client,
-        Scripts::new(&layout),
-        queue.clone(),
-        metrics.clone(),
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.spawn(writer.run());
+    runtime.block_on(async {
+        let state = client_for(&layout.state, false).expect("Redis client");
+        let appl = client_for(&layout.appl, false).expect("Redis client");
+        let mut writer = Writer::new(&layout, state.clone(), appl.clone());
+        writer.adopt(
+            connect(&state).await.expect("STATE_DB"),
+            connect(&appl).await.expect("APPL_DB"),
+        );
+        // Steady state: every port configured, start-up over.
+        writer
+            .configured
+            .extend(ports.iter().map(|p| PortName::from(p.as_str())));
+        let metrics = Metrics::new();
+        let mut queue = CoalescingQueue::new(65_536);
+        let inputs = StartupInputs {
+            dpu: false,
+            warm: WarmStart {
+                warm: true,
+                restore_count: 1,
+            },
+            ports: Vec::new(),
+            reconcile_timer: None,
+        };
+        let progress = Progress::start(
+            &inputs,
+            "SATURATION".into(),
+            &mut queue,
+            metrics.clone(),
+            Instant::now(),
+        );
+        let mut core = Core::new(SyncRules::new([]), queue, writer, progress, metrics.clone());
 
-    // Steady state: configured ports, start-up dump over.
-    let mode = StartMode {
-        warm: false,
-        dpu: false,
-    };
-    let mut rules = SyncRules::new(mode, ports.iter().cloned());
-    rules.dump_started();
-    rules.dump_finished();
-
-    let started = Instant::now();
-    let mut messages = 0;
-    let mut stats = ParseStats::default();
-    for datagram in datagrams {
-        parse_datagram(datagram, &mut stats, |item| {
-            let NetlinkItem::Link(event) = item else {
-                return;
-            };
-            messages += 1;
-            if let Decision::Write { port, write } = rules.on_event(&event) {
-                queue.push(Target::StatePort(port), write, Instant::now());
+        let started = Instant::now();
+        let mut round = None;
+        for datagram in datagrams {
+            core.on_datagram(datagram, Instant::now());
+            if round.is_none() {
+                round = core.plan_round(Instant::now());
             }
-        });
-    }
-    let feed_seconds = started.elapsed().as_secs_f64();
-    while !queue.is_empty() {
-        std::thread::sleep(Duration::from_micros(100));
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let result = Saturation {
-        messages,
-        feed_seconds,
-        seconds,
-        keys_written: metrics.redis_keys_written.get(),
-        batches: metrics.redis_batches.get(),
-    };
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    result
+            if let Some((done, future)) = &mut round
+                && let Some(reply) = futures_util::FutureExt::now_or_never(future.as_mut())
+            {
+                let _ = done;
+                let (done, _) = round.take().expect("just matched");
+                core.settle_round(done, reply).await;
+            }
+        }
+        let feed_seconds = started.elapsed().as_secs_f64();
+        loop {
+            if round.is_none() {
+                round = core.plan_round(Instant::now());
+            }
+            let Some((done, future)) = round.take() else {
+                if core.queue.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(100)).await;
+                continue;
+            };
+            let reply = future.await;
+            core.settle_round(done, reply).await;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        Saturation {
+            messages: metrics.link_events_received.get(),
+            feed_seconds,
+            seconds,
+            keys_written: metrics.redis_keys_written.get(),
+            batches: metrics.redis_batches.get(),
+        }
+    })
 }

@@ -4,16 +4,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use portsyncd::netlink::{NetlinkItem, ParseStats, parse_datagram};
-use portsyncd::sync::{StartMode, SyncRules};
+use portsyncd::sync::SyncRules;
 
 fuzz_target!(|data: &[u8]| {
-    let mut rules = SyncRules::new(
-        StartMode {
-            warm: false,
-            dpu: false,
-        },
-        ["Ethernet0".to_string(), "Ethernet4".to_string()],
-    );
+    let mut rules = SyncRules::new([3, 7]);
     let mut stats = ParseStats::default();
     parse_datagram(data, &mut stats, |item| {
         if let NetlinkItem::Link(event) = item {

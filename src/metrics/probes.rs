@@ -1,9 +1,9 @@
 //! `/livez` and `/readyz`: the two probes a machine acts on, apart from the
 //! `/healthz` report for people.
 //!
-//! - live: the data-path loops (netlink reader, Redis writer) go round, as
-//!   the systemd watchdog judges them. A Redis outage being retried is
-//!   alive: restarting the daemon would not bring Redis back.
+//! - live: the data-path loop goes round, as the systemd watchdog judges
+//!   it. A Redis outage being retried is alive: restarting the daemon
+//!   would not bring Redis back.
 //! - ready: PortInitDone is written and Redis is reachable, i.e. the daemon
 //!   is doing its job right now.
 
@@ -15,7 +15,6 @@ use crate::systemd::{Liveness, MIN_STALE_AFTER, Verdict};
 pub struct Probes {
     metrics: Metrics,
     liveness: Liveness,
-    queue_capacity: u64,
     stale_after: Duration,
 }
 
@@ -23,35 +22,25 @@ pub struct Probes {
 pub type Answer = (bool, String);
 
 impl Probes {
-    pub fn new(metrics: Metrics, liveness: Liveness, queue_capacity: u64) -> Self {
-        Self::with_stale_after(metrics, liveness, queue_capacity, MIN_STALE_AFTER)
+    pub fn new(metrics: Metrics, liveness: Liveness) -> Self {
+        Self::with_stale_after(metrics, liveness, MIN_STALE_AFTER)
     }
 
-    pub fn with_stale_after(
-        metrics: Metrics,
-        liveness: Liveness,
-        queue_capacity: u64,
-        stale_after: Duration,
-    ) -> Self {
+    pub fn with_stale_after(metrics: Metrics, liveness: Liveness, stale_after: Duration) -> Self {
         Self {
             metrics,
             liveness,
-            queue_capacity,
             stale_after,
         }
     }
 
     pub fn live(&self) -> Answer {
-        let queue_full = self.metrics.queue_depth.get().max(0) as u64 >= self.queue_capacity;
-        match self.liveness.verdict(self.stale_after, queue_full) {
-            Verdict::Alive => (
-                true,
-                "live: the netlink reader and the Redis writer go round\n".into(),
-            ),
-            Verdict::Stalled(which, age) => (
+        match self.liveness.verdict(self.stale_after) {
+            Verdict::Alive => (true, "live: the data path goes round\n".into()),
+            Verdict::Stalled(age) => (
                 false,
                 format!(
-                    "not live: the {which} has not gone round for {} s\n",
+                    "not live: the data path has not gone round for {} s\n",
                     age.as_secs()
                 ),
             ),
@@ -84,7 +73,7 @@ mod tests {
     #[test]
     fn ready_needs_port_init_done_and_redis() {
         let m = Metrics::new();
-        let p = Probes::new(m.clone(), Liveness::default(), 100);
+        let p = Probes::new(m.clone(), Liveness::default());
         let (ok, why) = p.ready();
         assert!(
             !ok && why.contains("PortInitDone") && why.contains("Redis"),
@@ -101,10 +90,8 @@ mod tests {
     fn live_follows_the_heartbeats_not_redis() {
         let m = Metrics::new();
         let liveness = Liveness::default();
-        let p =
-            Probes::with_stale_after(m.clone(), liveness.clone(), 100, Duration::from_millis(50));
-        liveness.writer.beat();
-        liveness.netlink.beat();
+        let p = Probes::with_stale_after(m.clone(), liveness.clone(), Duration::from_millis(50));
+        liveness.data_path.beat();
         m.redis_up.set(0);
         assert!(p.live().0, "a Redis outage is not a dead daemon");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -112,9 +99,8 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         let (ok, why) = p.live();
-        assert!(!ok && why.contains("redis writer"), "{why}");
-        liveness.writer.beat();
-        liveness.netlink.beat();
+        assert!(!ok && why.contains("data path"), "{why}");
+        liveness.data_path.beat();
         assert!(p.live().0);
     }
 }

@@ -59,6 +59,9 @@ pub struct Metrics {
     /// 1 while the writer holds a working Redis connection.
     pub redis_up: Gauge,
     pub redis_reconnects: Counter,
+    /// Keys Redis refused on their last try (each retried on its own
+    /// schedule); 0 when every key is written.
+    pub redis_keys_failing: Gauge,
     /// Failed Redis operations, by kind (io, noscript, server).
     pub redis_errors: Family<ReasonLabels, Counter>,
     /// Keys written per batch.
@@ -105,6 +108,7 @@ impl Metrics {
             redis_latency: Histogram::new(exponential_buckets(0.000_025, 2.0, 18)),
             redis_up: Gauge::default(),
             redis_reconnects: Counter::default(),
+            redis_keys_failing: Gauge::default(),
             redis_errors: Family::default(),
             redis_keys_written: Counter::default(),
             redis_batches: Counter::default(),
@@ -210,6 +214,11 @@ impl Metrics {
             self.redis_reconnects.clone(),
         );
         r.register(
+            "redis_keys_failing",
+            "Keys Redis refused on their last try, each retried on its own schedule",
+            self.redis_keys_failing.clone(),
+        );
+        r.register(
             "redis_errors",
             "Failed Redis operations by kind",
             self.redis_errors.clone(),
@@ -256,6 +265,11 @@ impl Metrics {
             self.warm_restart_reconciled.clone(),
         );
         self.warm.register(r);
+        r.register(
+            "log_lines_dropped",
+            "Log lines dropped: the syslog socket was full",
+            crate::logging::syslog::LINES_DROPPED.clone(),
+        );
     }
 
     pub fn ignored(&self, reason: &str) {

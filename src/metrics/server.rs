@@ -98,7 +98,7 @@ pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64, liveness:
     let content = Arc::new(Content {
         registry,
         health: Health::new(metrics.clone(), endpoint.clone(), queue_capacity),
-        probes: Probes::new(metrics, liveness, queue_capacity),
+        probes: Probes::new(metrics, liveness),
         endpoint,
     });
     if let Err(e) = spawn_thread(args, content) {

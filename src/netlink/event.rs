@@ -11,17 +11,17 @@ pub enum LinkChange {
 
 /// The few facts of a link message that the SONiC rules look at.
 ///
-/// Kept small and owned so it can cross from the netlink thread to the
-/// rules without borrowing the receive buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkEvent {
+/// It borrows the name and kind from the receive buffer: parsing a message
+/// allocates nothing, and the rules intern the name only when they keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkEvent<'a> {
     pub change: LinkChange,
     /// The kernel's interface index; old interfaces are recognised by it.
     pub ifindex: u32,
-    /// The netdev name, e.g. `Ethernet0`.
-    pub name: String,
+    /// The netdev name as the kernel holds it (bytes, not always UTF-8).
+    pub name: &'a [u8],
     /// IFLA_INFO_KIND (`veth`, `team`, `bridge`...), when the kernel sent one.
-    pub kind: Option<String>,
+    pub kind: Option<&'a [u8]>,
     /// IFLA_MASTER: the bridge or LAG this link is enslaved to.
     pub master: Option<u32>,
     /// IFF_UP: the administrative state.
@@ -29,22 +29,4 @@ pub struct LinkEvent {
     /// IFF_RUNNING: the operational state, as upstream reads it.
     pub oper_up: bool,
     pub mtu: u32,
-    /// IFLA_CARRIER_CHANGES, which upstream also publishes.
-    pub carrier_changes: Option<u32>,
-    /// The hardware address, for the log line an operator greps for.
-    pub mac: Option<[u8; 6]>,
-}
-
-impl LinkEvent {
-    /// The MAC in the usual colon form, or an empty string.
-    pub fn mac_string(&self) -> String {
-        self.mac
-            .map(|m| {
-                m.iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":")
-            })
-            .unwrap_or_default()
-    }
 }

@@ -5,15 +5,15 @@
 //! malformed or unknown attribute elsewhere costs nothing, and a malformed
 //! one we need is counted and skipped rather than failing the message.
 
-use netlink_packet_core::{NetlinkBuffer, NlaBuffer, NlasIterator, ParseableParametrized};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkHeader};
+use netlink_packet_core::{NetlinkBuffer, NlaBuffer, NlasIterator};
+use netlink_packet_route::link::{LinkFlags, LinkHeader};
 
 use super::event::{LinkChange, LinkEvent};
 
 /// One message of a datagram, as far as the reader cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetlinkItem {
-    Link(LinkEvent),
+pub enum NetlinkItem<'a> {
+    Link(LinkEvent<'a>),
     /// NLMSG_DONE: the end of a dump. `interrupted` is NLM_F_DUMP_INTR:
     /// the link list changed while the kernel walked it, so dump again.
     Done {
@@ -37,7 +37,11 @@ pub struct ParseStats {
 }
 
 /// Parses every message of `datagram`, handing each item to `sink`.
-pub fn parse_datagram(datagram: &[u8], stats: &mut ParseStats, mut sink: impl FnMut(NetlinkItem)) {
+pub fn parse_datagram<'a>(
+    datagram: &'a [u8],
+    stats: &mut ParseStats,
+    mut sink: impl FnMut(NetlinkItem<'a>),
+) {
     let mut rest = datagram;
     while !rest.is_empty() {
         let Ok(msg) = NetlinkBuffer::new_checked(rest) else {
@@ -47,7 +51,8 @@ pub fn parse_datagram(datagram: &[u8], stats: &mut ParseStats, mut sink: impl Fn
         let len = msg.length() as usize;
         let seq = msg.sequence_number();
         let flags = msg.flags();
-        let payload = msg.payload();
+        // The payload borrows `rest`, not `msg`, so events can outlive it.
+        let payload = rest.get(16..len.min(rest.len())).unwrap_or_default();
         match msg.message_type() {
             t if t == libc::RTM_NEWLINK || t == libc::RTM_DELLINK => {
                 let change = if t == libc::RTM_NEWLINK {
@@ -67,7 +72,7 @@ pub fn parse_datagram(datagram: &[u8], stats: &mut ParseStats, mut sink: impl Fn
             t if t == libc::NLMSG_ERROR as u16 => match payload.get(..4) {
                 Some(code) => sink(NetlinkItem::Error {
                     seq,
-                    code: i32::from_ne_bytes(code.try_into().expect("four bytes")),
+                    code: i32::from_ne_bytes([code[0], code[1], code[2], code[3]]),
                 }),
                 None => stats.malformed_messages += 1,
             },
@@ -81,20 +86,22 @@ pub fn parse_datagram(datagram: &[u8], stats: &mut ParseStats, mut sink: impl Fn
 
 /// Decodes one RTM_NEWLINK/RTM_DELLINK payload; `None` when it has no usable
 /// header or name.
-pub fn parse_link(payload: &[u8], change: LinkChange, stats: &mut ParseStats) -> Option<LinkEvent> {
+pub fn parse_link<'a>(
+    payload: &'a [u8],
+    change: LinkChange,
+    stats: &mut ParseStats,
+) -> Option<LinkEvent<'a>> {
     let header = LinkHeader::parse(payload).ok()?;
     let attributes = payload.get(16..).unwrap_or_default();
     let mut event = LinkEvent {
         change,
         ifindex: header.index,
-        name: String::new(),
+        name: &[],
         kind: None,
         master: None,
         admin_up: header.flags.contains(LinkFlags::Up),
         oper_up: header.flags.contains(LinkFlags::Running),
         mtu: 0,
-        carrier_changes: None,
-        mac: None,
     };
     for nla in NlasIterator::new(attributes) {
         let Ok(nla) = nla else {
@@ -102,44 +109,42 @@ pub fn parse_link(payload: &[u8], change: LinkChange, stats: &mut ParseStats) ->
             break; // the rest of the buffer cannot be framed
         };
         let kind = nla.kind() & !(libc::NLA_F_NESTED as u16 | libc::NLA_F_NET_BYTEORDER as u16);
-        if kind == libc::IFLA_LINKINFO {
-            event.kind = info_kind(nla.value());
-            continue;
-        }
-        if !matches!(
-            kind,
-            libc::IFLA_IFNAME
-                | libc::IFLA_MTU
-                | libc::IFLA_MASTER
-                | libc::IFLA_ADDRESS
-                | libc::IFLA_CARRIER_CHANGES
-        ) {
-            continue;
-        }
-        match LinkAttribute::parse_with_param(&nla, header.interface_family) {
-            Ok(LinkAttribute::IfName(name)) => event.name = name,
-            Ok(LinkAttribute::Mtu(mtu)) => event.mtu = mtu,
-            Ok(LinkAttribute::Controller(master)) => event.master = (master != 0).then_some(master),
-            Ok(LinkAttribute::CarrierChanges(n)) => event.carrier_changes = Some(n),
-            Ok(LinkAttribute::Address(mac)) => event.mac = mac.as_slice().try_into().ok(),
-            Ok(_) => {}
-            Err(_) => stats.malformed_attributes += 1,
+        let value: &'a [u8] = nla_value(attributes, &nla);
+        match kind {
+            libc::IFLA_LINKINFO => event.kind = info_kind(value),
+            // The name is read as bytes: the kernel allows names that are not
+            // UTF-8, and a string parser would refuse them.
+            libc::IFLA_IFNAME => event.name = until_nul(value),
+            libc::IFLA_MTU | libc::IFLA_MASTER => match <[u8; 4]>::try_from(value) {
+                Ok(raw) if kind == libc::IFLA_MTU => event.mtu = u32::from_ne_bytes(raw),
+                Ok(raw) => event.master = Some(u32::from_ne_bytes(raw)).filter(|m| *m != 0),
+                Err(_) => stats.malformed_attributes += 1,
+            },
+            _ => {}
         }
     }
     (!event.name.is_empty()).then_some(event)
 }
 
+/// The value of `nla`, borrowed from the buffer it was framed in (the
+/// iterator's items borrow only for their own lifetime).
+fn nla_value<'a>(buffer: &'a [u8], nla: &NlaBuffer<&[u8]>) -> &'a [u8] {
+    let value = nla.value();
+    let start = (value.as_ptr() as usize).saturating_sub(buffer.as_ptr() as usize);
+    buffer.get(start..start + value.len()).unwrap_or_default()
+}
+
+fn until_nul(raw: &[u8]) -> &[u8] {
+    raw.split(|b| *b == 0).next().unwrap_or_default()
+}
+
 /// IFLA_INFO_KIND inside IFLA_LINKINFO, read directly: the rest of the nest
 /// (per-kind data) is of no interest and need not parse.
-fn info_kind(linkinfo: &[u8]) -> Option<String> {
+fn info_kind(linkinfo: &[u8]) -> Option<&[u8]> {
     NlasIterator::new(linkinfo)
         .filter_map(Result::ok)
         .find_map(|nla: NlaBuffer<&[u8]>| {
-            (nla.kind() == libc::IFLA_INFO_KIND).then(|| {
-                let raw = nla.value();
-                let raw = raw.split(|b| *b == 0).next().unwrap_or_default();
-                String::from_utf8_lossy(raw).into_owned()
-            })
+            (nla.kind() == libc::IFLA_INFO_KIND).then(|| until_nul(nla_value(linkinfo, &nla)))
         })
 }
 
@@ -148,7 +153,7 @@ mod tests {
     use super::*;
     use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
     use netlink_packet_route::RouteNetlinkMessage;
-    use netlink_packet_route::link::LinkMessage;
+    use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 
     fn newlink_bytes(name: &str) -> Vec<u8> {
         let mut link = LinkMessage::default();
@@ -180,8 +185,8 @@ mod tests {
             panic!("{items:?}")
         };
         assert_eq!(
-            (ev.name.as_str(), ev.ifindex, ev.mtu, ev.master),
-            ("Ethernet4", 7, 9100, Some(3))
+            (ev.name, ev.ifindex, ev.mtu, ev.master),
+            (&b"Ethernet4"[..], 7, 9100, Some(3))
         );
         assert!(ev.admin_up && ev.oper_up);
     }
@@ -203,7 +208,7 @@ mod tests {
         let NetlinkItem::Link(ev) = &items[0] else {
             panic!("{items:?}")
         };
-        assert_eq!(ev.name, "Ethernet0");
+        assert_eq!(ev.name, b"Ethernet0");
     }
 
     #[test]

@@ -62,6 +62,12 @@ impl LinkSocket {
         })
     }
 
+    /// Makes [`recv`](Self::recv) return [`RecvOutcome::Idle`] at once when
+    /// nothing is queued, for an event loop that waits for readiness.
+    pub fn set_nonblocking(&mut self) -> io::Result<()> {
+        self.socket.set_non_blocking(true)
+    }
+
     /// Sends an RTM_GETLINK dump request; returns its sequence number.
     pub fn request_dump(&mut self) -> io::Result<u32> {
         let seq = self.next_seq;
@@ -90,6 +96,35 @@ impl LinkSocket {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+impl AsRawFd for LinkSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+/// The netdevs that exist right now, as `(ifindex, name)`: one snapshot,
+/// as upstream's `if_nameindex()`.
+pub fn present_netdevs() -> io::Result<Vec<(u32, Vec<u8>)>> {
+    // SAFETY: if_nameindex returns a heap array terminated by an entry with
+    // index 0 and a null name, or null on failure; we read it only up to
+    // that terminator, copy the names out, and free it exactly once.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        let mut out = Vec::new();
+        let mut entry = list;
+        while (*entry).if_index != 0 && !(*entry).if_name.is_null() {
+            let name = std::ffi::CStr::from_ptr((*entry).if_name);
+            out.push(((*entry).if_index, name.to_bytes().to_vec()));
+            entry = entry.add(1);
+        }
+        libc::if_freenameindex(list);
+        Ok(out)
     }
 }
 

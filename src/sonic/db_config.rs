@@ -2,13 +2,17 @@
 //!
 //! SONiC never hard-codes database numbers or separators; every daemon reads
 //! them from this file, so we do too. Multi-ASIC switches keep one file per
-//! namespace, listed in `database_global.json` under `INCLUDES`.
+//! namespace; inside a namespace's containers that file is at the default
+//! path. On the host, `database_global.json` lists them under `INCLUDES`.
+//! Both files are read through [`crate::bounded_file`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
+
+use crate::bounded_file::{self, CONFIG_CAP};
 
 /// Default location of the single-namespace configuration on a switch.
 pub const DEFAULT_DB_CONFIG: &str = "/var/run/redis/sonic-db/database_config.json";
@@ -141,24 +145,23 @@ pub fn load_layout(path: &Path, namespace: Option<&str>) -> Result<DbLayout> {
         None => path.to_path_buf(),
         Some(ns) => namespace_config_path(path, ns)?,
     };
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read database config {}: is the SONiC database container running? (or pass --db-config PATH)",
-            path.display()
-        )
-    })?;
+    let text = bounded_file::read_to_string(&path, "database config", CONFIG_CAP)
+        .context("is the SONiC database container running? (or pass --db-config PATH)")?;
     parse_layout(&text, &path)
 }
 
 fn namespace_config_path(path: &Path, namespace: &str) -> Result<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let global = dir.join(GLOBAL_CONFIG_NAME);
-    let text = std::fs::read_to_string(&global).with_context(|| {
-        format!(
-            "namespace {namespace} asked for, but {} cannot be read",
-            global.display()
-        )
-    })?;
+    let text = bounded_file::read_to_string(&global, "multi-ASIC index", CONFIG_CAP).with_context(
+        || {
+            format!(
+                "--namespace {namespace} is resolved through {GLOBAL_CONFIG_NAME}, which exists \
+                 only beside the host's database config; inside a swssN container drop \
+                 --namespace (the default --db-config is already the namespace's own)"
+            )
+        },
+    )?;
     let raw: RawGlobal = serde_json::from_str(&text).with_context(|| {
         format!(
             "{} is not a valid database_global.json (expected INCLUDES)",

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::connect::{client_for, connect};
 use super::db_config::Database;
+use super::redis_value::shown;
 use crate::backoff::Backoff;
 use crate::logging::{self, LogOutput, Severity};
 
@@ -36,26 +37,37 @@ pub struct LoggerSettings {
     pub problems: Vec<String>,
 }
 
+/// The entry's fields as Redis holds them: byte strings, not necessarily
+/// UTF-8 (an HGETALL into text would fail on one bad byte anywhere).
+pub type RawFields = HashMap<Vec<u8>, Vec<u8>>;
+
 /// Reads the entry's fields the way upstream does: anything not understood
-/// is reported and replaced by the default.
-pub fn settings_from(fields: &HashMap<String, String>) -> LoggerSettings {
+/// (also bytes that are not UTF-8) is reported and replaced by the default.
+pub fn settings_from(fields: &RawFields) -> LoggerSettings {
     let mut problems = Vec::new();
-    let level = match fields.get(LEVEL_FIELD) {
+    let text = |field: &str| {
+        fields
+            .get(field.as_bytes())
+            .map(|v| (v, std::str::from_utf8(v).ok()))
+    };
+    let level = match text(LEVEL_FIELD) {
         None => Severity::DEFAULT,
-        Some(v) => Severity::from_db(v).unwrap_or_else(|| {
+        Some((raw, v)) => v.and_then(Severity::from_db).unwrap_or_else(|| {
             problems.push(format!(
-                "{LEVEL_FIELD} {v:?} is not one of EMERG, ALERT, CRIT, ERROR, WARN, NOTICE, \
+                "{LEVEL_FIELD} {} is not one of EMERG, ALERT, CRIT, ERROR, WARN, NOTICE, \
                  INFO, DEBUG; using {}",
+                shown(raw),
                 Severity::DEFAULT.as_str()
             ));
             Severity::DEFAULT
         }),
     };
-    let output = match fields.get(OUTPUT_FIELD) {
+    let output = match text(OUTPUT_FIELD) {
         None => LogOutput::DEFAULT,
-        Some(v) => LogOutput::from_db(v).unwrap_or_else(|| {
+        Some((raw, v)) => v.and_then(LogOutput::from_db).unwrap_or_else(|| {
             problems.push(format!(
-                "{OUTPUT_FIELD} {v:?} is not one of SYSLOG, STDOUT, STDERR; using {}",
+                "{OUTPUT_FIELD} {} is not one of SYSLOG, STDOUT, STDERR; using {}",
+                shown(raw),
                 LogOutput::DEFAULT.as_str()
             ));
             LogOutput::DEFAULT
@@ -74,12 +86,18 @@ pub fn notifications_cover_hashes(flags: &str) -> bool {
     flags.contains('K') && (flags.contains('A') || flags.contains('h'))
 }
 
-/// Starts following `LOGGER|portsyncd` of `config` in the background.
+/// Starts following `LOGGER|portsyncd` of `config` on a thread of its own,
+/// off the data path.
 pub fn spawn(config: &Database, tcp: bool) -> Result<()> {
     let client = client_for(config, tcp)?;
     let key = config.key(TABLE, DAEMON);
     let channel = format!("__keyspace@{}__:{key}", config.id);
-    tokio::spawn(follow(client, key, channel));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("logger-table".into())
+        .spawn(move || runtime.block_on(follow(client, key, channel)))?;
     Ok(())
 }
 
@@ -203,7 +221,7 @@ async fn write_defaults(conn: &mut MultiplexedConnection, key: &str) -> Result<(
 
 /// Reads the entry and hands it to the logger.
 async fn apply(conn: &mut MultiplexedConnection, key: &str) -> Result<()> {
-    let fields: HashMap<String, String> = redis::cmd("HGETALL")
+    let fields: RawFields = redis::cmd("HGETALL")
         .arg(key)
         .query_async(conn)
         .await
@@ -224,10 +242,10 @@ async fn apply(conn: &mut MultiplexedConnection, key: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn fields(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    fn fields(pairs: &[(&str, &[u8])]) -> RawFields {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
             .collect()
     }
 
@@ -240,16 +258,37 @@ mod tests {
 
     #[test]
     fn present_fields_are_used() {
-        let s = settings_from(&fields(&[("LOGLEVEL", "DEBUG"), ("LOGOUTPUT", "STDERR")]));
+        let s = settings_from(&fields(&[("LOGLEVEL", b"DEBUG"), ("LOGOUTPUT", b"STDERR")]));
         assert_eq!((s.level, s.output), (Severity::Debug, LogOutput::Stderr));
     }
 
     #[test]
     fn unknown_values_are_reported_and_defaulted() {
-        let s = settings_from(&fields(&[("LOGLEVEL", "LOUD"), ("LOGOUTPUT", "FILE")]));
+        let s = settings_from(&fields(&[("LOGLEVEL", b"LOUD"), ("LOGOUTPUT", b"FILE")]));
         assert_eq!((s.level, s.output), (Severity::Notice, LogOutput::Syslog));
         assert_eq!(s.problems.len(), 2);
         assert!(s.problems[0].contains("\"LOUD\""), "{:?}", s.problems);
+    }
+
+    #[test]
+    fn bytes_that_are_not_text_are_reported_and_defaulted() {
+        let huge = vec![b'D'; 1 << 20];
+        for (level, output) in [
+            (&b"\xff\xfeDEBUG"[..], &b"\xc3"[..]),
+            (b"", b""),
+            (b"18446744073709551615", b"-1"),
+            (b"NaN", b"STDERR\x00"),
+            (&huge[..], b"stderr"),
+        ] {
+            let s = settings_from(&fields(&[("LOGLEVEL", level), ("LOGOUTPUT", output)]));
+            assert_eq!((s.level, s.output), (Severity::Notice, LogOutput::Syslog));
+            assert_eq!(s.problems.len(), 2, "{:?}", s.problems);
+            assert!(s.problems.iter().all(|p| p.len() < 300), "{:?}", s.problems);
+        }
+        // A field of another writer that is not UTF-8 spoils nothing.
+        let mut f = fields(&[("LOGLEVEL", b"INFO")]);
+        f.insert(b"\xffother".to_vec(), b"\xff".to_vec());
+        assert_eq!(settings_from(&f).level, Severity::Info);
     }
 
     #[test]

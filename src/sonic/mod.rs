@@ -3,6 +3,8 @@
 
 pub mod connect;
 pub mod db_config;
+pub mod device_metadata;
 pub mod logger_table;
-pub mod scripts;
+pub mod producer;
+pub mod redis_value;
 pub mod warm_table;

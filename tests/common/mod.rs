@@ -79,7 +79,8 @@ pub fn require_root_and_tools() {
     });
 }
 
-fn run(cmd: &mut Command) -> Output {
+/// Runs `cmd` to completion; panics with its output unless it succeeded.
+pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -461,14 +462,14 @@ pub struct LinkState {
 }
 
 impl LinkState {
-    /// The fields portsyncd should write to STATE_DB for this link.
+    /// The fields portsyncd should write to STATE_DB for this link: exactly
+    /// the four upstream writes.
     pub fn expected_state_fields(&self) -> Vec<(&'static str, String)> {
         vec![
             ("state", "ok".to_string()),
             ("admin_status", updown(self.admin_up).to_string()),
             ("netdev_oper_status", updown(self.oper_up).to_string()),
             ("mtu", self.mtu.to_string()),
-            ("carrier_changes", self.carrier_changes.to_string()),
         ]
     }
 
@@ -794,7 +795,7 @@ impl Daemon {
         Self::launch(cmd)
     }
 
-    /// Runs `cmd` (the daemon, however wrapped) as the daemon under test.
+    /// Runs `cmd` (which ends in the daemon) as [`Daemon::start`] does.
     pub fn launch(mut cmd: Command) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("psd-daemon-")

@@ -1,0 +1,214 @@
+//! The layouts SONiC ships, beyond one Redis and a cold start: APPL_DB on an
+//! instance of its own (multi-DB), a DPU whose netdevs exist before any port
+//! is configured, and a warm reboot whose kernel is new.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::monitor::Monitor;
+use common::*;
+
+/// sonic-buildimage's multi_database_config.json.j2, rendered (see
+/// tests/fixtures/README.md).
+const MULTI_DB: &str = include_str!("fixtures/multi_database_config.json");
+
+/// Two redis-servers laid out as the multi-DB template: `redis` holds
+/// CONFIG_DB and STATE_DB, `redis1` holds APPL_DB.
+struct MultiDb {
+    consumer: Consumer,
+    ns: Netns,
+    main: RedisServer,
+    appl: RedisServer,
+    db_config: PathBuf,
+}
+
+impl MultiDb {
+    fn new(ports: &[&str]) -> MultiDb {
+        let main = RedisServer::start();
+        let appl = RedisServer::start();
+        let text = MULTI_DB
+            .replace("/var/run/redis/redis.sock", main.socket().to_str().unwrap())
+            .replace(
+                "/var/run/redis/redis1.sock",
+                appl.socket().to_str().unwrap(),
+            );
+        let db_config = main.dir().join("multi_database_config.json");
+        std::fs::write(&db_config, text).unwrap();
+        main.configure_ports(ports);
+        MultiDb {
+            consumer: Consumer::start(appl.socket()),
+            ns: Netns::new(),
+            main,
+            appl,
+            db_config,
+        }
+    }
+}
+
+/// Multi-DB: every database is written on its own server. APPL_DB's
+/// producer writes and notices land on `redis1`, STATE_DB rows on `redis`,
+/// and nothing of ours lands on the other server's APPL_DB number.
+#[test]
+fn multi_instance_layout_writes_each_database_on_its_own_server() {
+    let bed = MultiDb::new(&["Ethernet0", "Ethernet4"]);
+    let mut daemon = Daemon::start(&bed.ns, &bed.db_config, &[]);
+    wait_until(DEADLINE, "APPL_DB on redis1 to be configured", || {
+        bed.appl.exists(APPL_DB, "PORT_TABLE:Ethernet0")
+            && bed.appl.exists(APPL_DB, "PORT_TABLE:Ethernet4")
+            && bed.appl.exists(APPL_DB, "PORT_TABLE:PortConfigDone")
+    });
+    bed.ns.add_port("Ethernet0");
+    bed.ns.add_port("Ethernet4");
+    bed.ns.set_up("Ethernet4");
+    bed.main
+        .wait_state("Ethernet0", &[("state", "ok"), ("admin_status", "down")]);
+    bed.main.wait_state("Ethernet4", &[("admin_status", "up")]);
+    wait_until(DEADLINE, "PortInitDone on redis1", || {
+        bed.appl.exists(APPL_DB, "PORT_TABLE:PortInitDone")
+    });
+    assert_eq!(
+        bed.appl.hget(APPL_DB, "PORT_TABLE:PortConfigDone", "count"),
+        Some("2".to_string())
+    );
+    assert!(
+        bed.main.keys(APPL_DB, "*PORT_TABLE*").is_empty(),
+        "APPL_DB keys on the CONFIG_DB/STATE_DB server: {:?}",
+        bed.main.keys(APPL_DB, "*")
+    );
+    assert!(bed.appl.keys(STATE_DB, "*").is_empty());
+    assert_eq!(
+        bed.main
+            .hget(STATE_DB, "WARM_RESTART_TABLE|portsyncd", "state"),
+        Some("disabled".to_string())
+    );
+    daemon.assert_alive();
+    drop(bed.consumer);
+}
+
+/// `portsyncd check-config` accepts the multi-DB layout and names each
+/// database's instance.
+#[test]
+fn check_config_accepts_the_multi_instance_layout() {
+    let bed = MultiDb::new(&[]);
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", "--no-metrics", "--db-config"])
+        .arg(&bed.db_config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("APPL_DB 0 on instance \"redis1\""), "{text}");
+}
+
+/// A DPU: the netdevs exist (and are never old) before orchagent consumed
+/// any port. No row is written while the ports are not configured, and
+/// PortInitDone waits; once the consumer runs, every row is written with
+/// no further link message, then PortInitDone.
+#[test]
+fn dpu_ports_are_written_as_soon_as_they_are_configured() {
+    let names = ["Ethernet0", "Ethernet4", "Ethernet8"];
+    let redis = RedisServer::start();
+    redis.configure_ports(&names);
+    redis.hset(
+        CONFIG_DB,
+        "DEVICE_METADATA|localhost",
+        &[("switch_type", "dpu")],
+    );
+    let ns = Netns::new();
+    for n in names {
+        ns.add_port(n);
+    }
+    ns.set_up("Ethernet4");
+    let mut daemon = Daemon::start(&ns, redis.db_config(), &[]);
+    wait_until(
+        DEADLINE,
+        "the ports to reach the producer's key set",
+        || redis.exists(APPL_DB, "_PORT_TABLE:Ethernet8"),
+    );
+    wait_until(DEADLINE, "the daemon to see the netdevs", || {
+        daemon.log().contains("end of initial link update")
+    });
+    // Several configuration polls later, still nothing: no port is configured.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(redis.keys(STATE_DB, "PORT_TABLE|*").is_empty());
+    assert!(!redis.exists(APPL_DB, "_PORT_TABLE:PortInitDone"));
+    assert!(!daemon.log().contains("old interface"), "{}", daemon.log());
+
+    let _consumer = Consumer::start(redis.socket());
+    for n in names {
+        redis.wait_state(n, &[("state", "ok")]);
+    }
+    redis.wait_state("Ethernet4", &[("admin_status", "up")]);
+    wait_until(DEADLINE, "PortInitDone", || {
+        redis.exists(APPL_DB, "PORT_TABLE:PortInitDone")
+    });
+    daemon.assert_alive();
+}
+
+/// A warm reboot: STATE_DB comes back from the saved dump with every
+/// daemon's fields, and the kernel is new (no netdev at EOIU; syncd
+/// recreates them later). No row and no field is deleted; when the netdevs
+/// appear, our four fields follow them and the others stay.
+#[test]
+fn warm_reboot_keeps_other_daemons_rows_and_fields() {
+    let bed = common::warm::bed_after_cold_run(4, DEADLINE);
+    let names = bed.names();
+    for n in &names {
+        bed.redis.hset(
+            STATE_DB,
+            &format!("PORT_TABLE|{n}"),
+            &[
+                ("host_tx_ready", "true"),
+                ("supported_speeds", "100000,400000"),
+            ],
+        );
+    }
+    // The new kernel: none of the old netdevs.
+    for n in &names {
+        bed.ns.del_link(n);
+    }
+    let before = bed.redis.hgetall(STATE_DB, "PORT_TABLE|Ethernet0");
+    let monitor = Monitor::start(&bed.redis);
+    let mut daemon = bed.daemon();
+    wait_until(DEADLINE, "the warm reconcile", || {
+        daemon.log().contains("warm restart reconciled")
+    });
+    assert_eq!(
+        bed.redis
+            .hget(STATE_DB, "WARM_RESTART_TABLE|portsyncd", "state"),
+        Some("reconciled".into())
+    );
+    assert!(
+        monitor.port_writes().is_empty(),
+        "port writes at a warm reboot's EOIU: {:?}",
+        monitor.port_writes()
+    );
+    assert_eq!(bed.redis.hgetall(STATE_DB, "PORT_TABLE|Ethernet0"), before);
+
+    // syncd recreates the host interfaces, with another MTU.
+    for n in &names {
+        bed.ns.add_port(n);
+        bed.ns.set_mtu(n, 9100);
+    }
+    for n in &names {
+        let row = bed
+            .redis
+            .wait_state(n, &[("mtu", "9100"), ("admin_status", "down")]);
+        assert_eq!(
+            row.get("host_tx_ready").map(String::as_str),
+            Some("true"),
+            "{row:?}"
+        );
+        assert_eq!(
+            row.get("supported_speeds").map(String::as_str),
+            Some("100000,400000")
+        );
+    }
+    daemon.assert_alive();
+}
