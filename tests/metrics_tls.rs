@@ -987,3 +987,36 @@ fn process_start_time_is_served_under_proc_subset_pid() {
         assert!(sample(&body, series).is_some(), "{series} missing:\n{body}");
     }
 }
+
+#[test]
+fn limits_set_in_the_toml_file_take_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("portsyncd.toml");
+    fs::write(
+        &toml,
+        "metrics_client_rate_limit = 1\nmetrics_client_rate_burst = 2\n\
+         metrics_max_parallel_scrapes = 2\nmetrics_max_unverified = 32\n\
+         metrics_max_unverified_per_source = 4\nmetrics_handshake_timeout = 3\n",
+    )
+    .unwrap();
+    let e = Endpoint::start(&["--config", toml.to_str().unwrap()]);
+    // One connection, four requests back to back: a burst of 2, then 429.
+    let mut args = vec!["-D", "/dev/stdout", "-o", "/dev/null"];
+    args.extend(std::iter::repeat_n(HEALTH_URL, 3));
+    let r = e.request(&args, METRICS_URL);
+    assert_eq!(r.code.matches("HTTP/1.1 200").count(), 2, "{r:?}");
+    assert!(r.code.contains("HTTP/1.1 429"), "{r:?}");
+
+    // And an out-of-range value is refused, naming the key.
+    fs::write(&toml, "metrics_max_unverified = 0\n").unwrap();
+    let out = Command::new(common::BIN)
+        .args(["check-config", "--config"])
+        .arg(&toml)
+        .arg("--db-config")
+        .arg(e.bed.redis.db_config())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("metrics_max_unverified"), "{err}");
+}
