@@ -62,7 +62,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut shutdown = shutdown_signal()?;
     let metrics = Metrics::new();
     let liveness = systemd::Liveness::default();
-    start_endpoint(&cli, &metrics)?;
+    start_endpoint(&cli, &metrics, &liveness)?;
     let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);
     systemd::start(notifier.clone(), metrics.clone(), liveness.clone());
 
@@ -298,9 +298,15 @@ async fn build_core(
 
 /// The endpoint runs on its own thread; a failure to start it is reported
 /// and never stops port sync.
-fn start_endpoint(cli: &Cli, metrics: &Metrics) -> Result<()> {
+fn start_endpoint(cli: &Cli, metrics: &Metrics, liveness: &systemd::Liveness) -> Result<()> {
     if !cli.no_metrics {
-        crate::metrics::start_server(cli.metrics.clone(), metrics.clone(), cli.queue_capacity)?;
+        // Never fails: a broken endpoint stays closed and retries; port sync runs.
+        crate::metrics::start_server(
+            cli.metrics.clone(),
+            metrics.clone(),
+            cli.queue_capacity,
+            liveness.clone(),
+        );
     } else {
         // The endpoint owns SIGHUP (reload); without it, SIGHUP's default
         // action would end the daemon on `systemctl reload`.

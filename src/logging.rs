@@ -136,13 +136,23 @@ impl LogControl {
         // after it follows the new level), before the change otherwise.
         let shows_info = severity.level_filter() >= LevelFilter::INFO;
         if !shows_info {
-            info!(level = severity.as_str(), source, "log level set");
+            info!(
+                level = severity.as_str(),
+                source,
+                event = "log_level_changed",
+                "log level set"
+            );
         }
         if let Err(e) = self.filter.reload(level_filter(severity)) {
             tracing::error!(error = %e, "cannot change the log level");
         }
         if shows_info {
-            info!(level = severity.as_str(), source, "log level set");
+            info!(
+                level = severity.as_str(),
+                source,
+                event = "log_level_changed",
+                "log level set"
+            );
         }
     }
 

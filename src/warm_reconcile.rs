@@ -238,6 +238,7 @@ impl Progress {
                     .record_reconcile(self.before, seconds, by_timer);
                 self.metrics.warm_restart_reconciled.set(1);
                 info!(
+                    event = "warm_restart_reconciled",
                     rows_written = done.changed,
                     rows_untouched = done.unchanged,
                     rows_deleted = done.deleted,

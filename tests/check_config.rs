@@ -171,7 +171,7 @@ fn the_shipped_example_passes() {
     let text = stdout(&out);
     assert!(text.contains("queue capacity 65536 keys"), "{text}");
     assert!(
-        text.contains("metrics endpoint: https://[::1]:9090 (Cnsa profile)"),
+        text.contains("metrics endpoint: https://[::1]:7493 (Cnsa profile)"),
         "{text}"
     );
 }
@@ -210,7 +210,7 @@ fn metrics_certificates_are_checked_as_start_up_would() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("metrics endpoint: https://[::1]:9090"),
+        text.contains("metrics endpoint: https://[::1]:7493"),
         "{text}"
     );
     assert!(text.contains("1 allowed client name(s)"), "{text}");

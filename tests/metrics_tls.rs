@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Bed, DEADLINE, Daemon, RedisServer, wait_for, wait_until};
+use common::{Bed, DEADLINE, Daemon, wait_for, wait_until};
 use common_tls::*;
 
 /// A test's running endpoint: the daemon (dropped first), its certificate
@@ -84,11 +84,46 @@ fn good_client_gets_metrics_promtool_accepts_and_healthz_passes() {
     for family in [
         "portsyncd_link_events_received_total",
         "portsyncd_tls_certificate_expiry_timestamp_seconds{file=\"server\"}",
-        "portsyncd_process_resident_memory_bytes",
-        "portsyncd_process_open_fds",
         "portsyncd_redis_up",
+        // The standard process metrics, under their standard names.
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
     ] {
         assert!(sample(&body, family).is_some(), "{family} missing:\n{body}");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = sample(&body, "process_start_time_seconds").unwrap();
+    assert!(
+        started <= now + 1.0 && started > now - 120.0,
+        "start time {started} is not within the last two minutes ({now})"
+    );
+    // Every metric docs/metrics.md lists is served under that name.
+    let docs = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    // Metric table rows: | `name` | type | labels | meaning |. A family
+    // with labels has no series (and no TYPE line) until its first event.
+    let listed: Vec<(&str, bool)> = docs
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let labelled = !cells.get(3)?.is_empty();
+            (name.starts_with("portsyncd_") || name.starts_with("process_"))
+                .then_some((name, labelled))
+        })
+        .collect();
+    assert!(listed.len() > 40, "{listed:?}");
+    for (name, labelled) in listed {
+        assert!(
+            body.contains(&format!("# TYPE {name} ")) || labelled,
+            "docs/metrics.md lists {name}, the endpoint does not serve it:\n{body}"
+        );
     }
 
     let health = e.request(&[], HEALTH_URL);
@@ -149,7 +184,7 @@ fn only_get_and_head_on_metrics_and_healthz() {
     let e = Endpoint::start(&[]);
     let post = e.request(&["-X", "POST"], METRICS_URL);
     assert_eq!(post.code, "405", "{post:?}");
-    let other = e.request(&[], "https://[::1]:9090/");
+    let other = e.request(&[], "https://[::1]:7493/");
     assert_eq!(other.code, "404", "{other:?}");
     let head = e.request(&["-I"], METRICS_URL);
     assert_eq!(head.code, "200", "{head:?}");
@@ -254,56 +289,113 @@ fn aes128_is_accepted_under_the_modern_profile() {
     assert_eq!(r.code, "200", "{r:?}");
 }
 
-/// Starts the daemon with `args` and expects it to exit non-zero with a log
-/// that contains every one of `expected`.
-fn assert_startup_refused(args: &[&str], expected: &[&str]) {
-    let redis = RedisServer::start();
-    let mut d = Daemon::start_here(redis.db_config(), args);
-    let status = d.wait_exit(Duration::from_secs(10));
-    assert!(!status.success(), "start-up should fail: {}", d.log());
+/// Runs the daemon with `extra` endpoint flags against `certs` and checks
+/// that the endpoint stays closed saying every one of `expected`, while the
+/// daemon runs and syncs a port.
+fn assert_endpoint_closed_but_port_sync_runs(certs: &Certs, extra: &[&str], expected: &[&str]) {
+    let bed = Bed::new(&["Ethernet0"]);
+    let mut d = start_daemon_waiting_for(&bed, certs, extra, "metrics endpoint closed");
+    bed.redis
+        .wait_state("Ethernet0", &[("admin_status", "down")]);
+    d.assert_alive();
     let log = d.log();
-    for e in expected {
-        assert!(log.contains(e), "log should say {e:?}:\n{log}");
+    for e in expected
+        .iter()
+        .chain(&["event=\"metrics_endpoint_closed\"", "port sync goes on"])
+    {
+        assert!(log.contains(e), "the log should say {e:?}:\n{log}");
     }
+    assert!(!log.contains("metrics endpoint listening"), "{log}");
 }
 
 #[test]
-fn startup_refuses_an_ipv4_address() {
+fn bad_endpoint_settings_keep_the_endpoint_closed_and_port_sync_running() {
     let certs = Certs::new();
-    let args = certs.daemon_args(&["--metrics-listen", "127.0.0.1:9090"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_startup_refused(&args, &["127.0.0.1:9090 is an IPv4 address", "[::1]:9090"]);
-    let args = certs.daemon_args(&["--metrics-listen", "[::ffff:127.0.0.1]:9090"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_startup_refused(&args, &["IPv4-mapped"]);
-}
-
-#[test]
-fn startup_refuses_a_missing_key() {
-    let certs = Certs::new();
+    assert_endpoint_closed_but_port_sync_runs(
+        &certs,
+        &["--metrics-listen", "127.0.0.1:7493"],
+        &["127.0.0.1:7493 is an IPv4 address", "[::1]:7493"],
+    );
     let missing = certs.path("nope.key").display().to_string();
-    let args = certs.daemon_args(&["--metrics-key", &missing]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_startup_refused(&args, &[&missing, "is missing", "--metrics-key"]);
-}
-
-#[test]
-fn startup_refuses_a_world_readable_key() {
-    let certs = Certs::new();
+    assert_endpoint_closed_but_port_sync_runs(
+        &certs,
+        &["--metrics-key", &missing],
+        &[&missing, "is missing", "--metrics-key"],
+    );
+    let other_key = certs.path("client.key").display().to_string();
+    assert_endpoint_closed_but_port_sync_runs(
+        &certs,
+        &["--metrics-key", &other_key],
+        &["does not belong to the certificate"],
+    );
     let key = certs.path("server.key");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
-    let args = certs.daemon_args(&[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_startup_refused(&args, &[&key.display().to_string(), "chmod 600"]);
+    assert_endpoint_closed_but_port_sync_runs(
+        &certs,
+        &[],
+        &[&key.display().to_string(), "chmod 600"],
+    );
 }
 
 #[test]
-fn startup_refuses_a_key_that_does_not_match_the_certificate() {
+fn the_endpoint_opens_without_a_restart_once_the_files_appear() {
     let certs = Certs::new();
-    let other_key = certs.path("client.key").display().to_string();
-    let args = certs.daemon_args(&["--metrics-key", &other_key]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_startup_refused(&args, &["does not belong to the certificate"]);
+    let key = certs.path("server.key");
+    let saved = fs::read(&key).unwrap();
+    fs::remove_file(&key).unwrap();
+    let bed = Bed::new(&["Ethernet0"]);
+    let mut d = start_daemon_waiting_for(&bed, &certs, &[], "metrics endpoint closed");
+    assert!(d.log().contains(&key.display().to_string()), "{}", d.log());
+    let (cert, client_key) = certs.client();
+    let closed = curl_as(&bed.ns, &certs, (&cert, &client_key), &[], METRICS_URL);
+    assert_eq!(
+        closed.exit,
+        Some(7),
+        "nothing should listen yet: {closed:?}"
+    );
+    bed.redis
+        .wait_state("Ethernet0", &[("admin_status", "down")]);
+
+    fs::write(&key, saved).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    wait_until(DEADLINE, "the endpoint to open", || {
+        d.log().contains("metrics endpoint listening")
+    });
+    let body = wait_sample_at_least(&bed.ns, &certs, "portsyncd_port_init_done", 1.0);
+    assert!(sample(&body, "portsyncd_redis_up").is_some(), "{body}");
+    d.assert_alive();
+}
+
+#[test]
+fn a_taken_port_keeps_the_endpoint_closed_until_it_is_free() {
+    let certs = Certs::new();
+    let bed = Bed::new(&["Ethernet0"]);
+    // Something else (a local Prometheus, say) holds the port first.
+    let squatter = listen_in(&bed.ns, LISTEN);
+    let mut d = start_daemon_waiting_for(&bed, &certs, &[], "metrics endpoint closed");
+    assert!(
+        d.log().contains("is another process using the port?"),
+        "{}",
+        d.log()
+    );
+    bed.redis
+        .wait_state("Ethernet0", &[("admin_status", "down")]);
+    d.assert_alive();
+    drop(squatter);
+    wait_until(
+        DEADLINE,
+        "the endpoint to open once the port is free",
+        || d.log().contains("metrics endpoint listening"),
+    );
+    scrape(&bed.ns, &certs);
+}
+
+/// A TCP listener on `addr` inside `ns`.
+fn listen_in(ns: &common::Netns, addr: &str) -> std::net::TcpListener {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    spawn_in_ns(ns, move || std::net::TcpListener::bind(addr).unwrap())
+        .join()
+        .unwrap()
 }
 
 /// Re-signs the server certificate (same key, new serial) and installs it
@@ -421,7 +513,7 @@ fn a_changed_certificate_file_is_served_without_sighup() {
 }
 
 #[test]
-fn healthz_answers_503_while_redis_is_down() {
+fn healthz_and_readyz_answer_503_while_redis_is_down_and_livez_200() {
     let mut e = Endpoint::start(&[]);
     wait_sample_at_least(&e.bed.ns, &e.certs, "portsyncd_redis_up", 1.0);
     e.bed.redis.stop_saving();
@@ -438,11 +530,23 @@ fn healthz_answers_503_while_redis_is_down() {
     assert_eq!(json["status"], "fail", "{json:#}");
     assert_eq!(json["checks"][0]["name"], "redis", "{json:#}");
     assert_eq!(json["checks"][0]["status"], "fail", "{json:#}");
+    // Riding out a Redis outage is what the daemon is for: alive, not ready.
+    let live = e.request(&[], LIVE_URL);
+    assert_eq!(live.code, "200", "{live:?}");
+    let ready = e.request(&[], READY_URL);
+    assert_eq!(ready.code, "503", "{ready:?}");
+    assert!(ready.body.contains("Redis not reachable"), "{ready:?}");
     e.bed.redis.start_again();
     wait_for(
         DEADLINE,
         "/healthz to answer 200 again",
         || e.request(&[], HEALTH_URL),
+        |r| r.code == "200",
+    );
+    wait_for(
+        DEADLINE,
+        "/readyz to answer 200 again",
+        || e.request(&[], READY_URL),
         |r| r.code == "200",
     );
 }
@@ -505,21 +609,31 @@ fn a_client_that_sends_no_request_after_the_handshake_is_disconnected() {
 }
 
 #[test]
-fn an_address_that_keeps_failing_handshakes_is_refused_for_a_while() {
+fn failed_handshakes_from_the_scrapers_address_never_lock_the_scraper_out() {
     let e = Endpoint::start(&[]);
     let ca = e.certs.path("ca.crt");
-    // Ten handshakes without a client certificate from ::1 ...
-    for _ in 0..10 {
+    let other = e.certs.other_ca_set();
+    // From ::1, the scraper's own address: handshakes without a certificate
+    // and with one from another CA, far more than the old ban allowed ...
+    for _ in 0..15 {
         assert_refused(&curl(&e.bed.ns, &ca, None, &[], METRICS_URL));
+        assert_refused(&e.request_as(
+            (&other.join("client.crt"), &other.join("client.key")),
+            &[],
+            METRICS_URL,
+        ));
     }
-    // ... and then even the good client from that address is cut off before
-    // the handshake (curl: TLS connect error), until the ban ends.
-    let banned = e.request(&[], METRICS_URL);
-    assert_refused(&banned);
-    let log = e.daemon.log();
+    // ... and the good client at that address still gets its scrape.
+    let r = e.request(&[], METRICS_URL);
+    assert_eq!(r.code, "200", "{r:?}");
     assert!(
-        log.contains("keep failing; refusing it for a while"),
-        "{log}"
+        sample(
+            &r.body,
+            "portsyncd_tls_handshake_failures_total{reason=\"unknown_issuer\"}"
+        )
+        .is_some_and(|v| v >= 15.0),
+        "{}",
+        r.body
     );
 }
 
@@ -563,4 +677,346 @@ fn deleted_certificate_files_keep_the_old_set_and_port_sync_going() {
     wait_sample_at_least(&bed.ns, certs, "portsyncd_tls_last_reload_success", 1.0);
     assert_eq!(served_fingerprint(&bed.ns, certs), original);
     e.daemon.assert_alive();
+}
+
+#[test]
+fn allow_list_matches_an_ip_san_exactly() {
+    let e = Endpoint::start(&["--metrics-allow-client", "2001:db8::7"]);
+    let (cert, key) =
+        e.certs
+            .sign_client_with_ip("by-ip", "a.example", "spiffe://example/a", "2001:db8::7");
+    let r = e.request_as((&cert, &key), &[], METRICS_URL);
+    assert_eq!(r.code, "200", "{r:?}");
+    let (cert, key) =
+        e.certs
+            .sign_client_with_ip("other-ip", "b.example", "spiffe://example/b", "2001:db8::8");
+    let r = e.request_as((&cert, &key), &[], METRICS_URL);
+    assert_refused(&r);
+}
+
+#[test]
+fn at_its_lifetime_a_connection_closes_gracefully_between_responses() {
+    let e = Endpoint::start(&[
+        "--metrics-connection-lifetime",
+        "1",
+        "--metrics-client-rate-limit",
+        "100",
+        "--metrics-client-rate-burst",
+        "100",
+    ]);
+    let (cert, key) = e.certs.client();
+    // One curl, keep-alive, 12 scrapes at 4 a second: three seconds over a
+    // one-second lifetime. Each transfer prints its code and how many new
+    // connections it needed.
+    let mut cmd = in_ns(&e.bed.ns, "curl");
+    cmd.args([
+        "-sS",
+        "-g",
+        "--tlsv1.3",
+        "--max-time",
+        "20",
+        "--rate",
+        "4/s",
+        "--cacert",
+    ])
+    .arg(e.certs.path("ca.crt"))
+    .arg("--cert")
+    .arg(&cert)
+    .arg("--key")
+    .arg(&key)
+    .args(["-w", "%{http_code} %{num_connects}\n"]);
+    for _ in 0..12 {
+        cmd.args(["-o", "/dev/null", METRICS_URL]);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "a response was cut: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<(&str, u32)> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(code, n)| (code, n.parse().unwrap()))
+        .collect();
+    assert_eq!(lines.len(), 12, "{text}");
+    assert!(lines.iter().all(|(code, _)| *code == "200"), "{text}");
+    let connections: u32 = lines.iter().map(|(_, n)| n).sum();
+    assert!(
+        connections >= 2,
+        "the lifetime should have closed the first connection: {text}"
+    );
+}
+
+/// `cert`'s `notAfter` replaced by `1é000000000Z` (13 bytes, a non-ASCII
+/// character inside the time), written as PEM to `out`.
+fn with_non_ascii_not_after(cert: &Path, out: &Path) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut der = CertificateDer::from_pem_file(cert).unwrap().to_vec();
+    let pos = der
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| w == &[0x17, 0x0d])
+        .nth(1)
+        .expect("notAfter is a UTCTime")
+        .0;
+    der[pos + 2..pos + 15].copy_from_slice("1é000000000Z".as_bytes());
+    let mut base64 = Command::new("openssl")
+        .args(["base64", "-e"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    base64.stdin.take().unwrap().write_all(&der).unwrap();
+    let encoded = base64.wait_with_output().unwrap();
+    assert!(encoded.status.success());
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}-----END CERTIFICATE-----\n",
+        String::from_utf8(encoded.stdout).unwrap()
+    );
+    fs::write(out, pem).unwrap();
+}
+
+#[test]
+fn a_certificate_with_a_non_ascii_not_after_is_refused_and_reloads_go_on() {
+    let mut e = Endpoint::start(&[]);
+    let bad = e.certs.path("bad.crt");
+    with_non_ascii_not_after(&e.certs.path("server.crt"), &bad);
+
+    // check-config: exit 1 naming the file (it used to panic: exit 101).
+    let out = Command::new(common::BIN)
+        .args(["check-config", "--db-config"])
+        .arg(e.bed.redis.db_config())
+        .args(
+            e.certs
+                .daemon_args(&["--metrics-cert", bad.to_str().unwrap()]),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(bad.to_str().unwrap()) && err.contains("not a readable X.509 certificate"),
+        "{err}"
+    );
+
+    // The running daemon refuses it, keeps the old set, and its reload
+    // watcher lives on: a renewed certificate is still picked up.
+    fs::copy(&bad, e.certs.path("server.crt")).unwrap();
+    let body = wait_sample_at_least(
+        &e.bed.ns,
+        &e.certs,
+        "portsyncd_tls_reloads_total{reason=\"failed\"}",
+        1.0,
+    );
+    assert_eq!(
+        sample(&body, "portsyncd_tls_last_reload_success"),
+        Some(0.0)
+    );
+    let renewed = renew_server_cert(&e.certs);
+    wait_until(
+        RELOAD_DEADLINE,
+        "the renewed certificate to be served",
+        || served_fingerprint(&e.bed.ns, &e.certs) == renewed,
+    );
+    let body = wait_sample_at_least(
+        &e.bed.ns,
+        &e.certs,
+        "portsyncd_tls_last_reload_success",
+        1.0,
+    );
+    assert_eq!(
+        sample(&body, "portsyncd_tls_reload_watcher_restarts_total"),
+        Some(0.0),
+        "{body}"
+    );
+    e.daemon.assert_alive();
+}
+
+/// The structured events of a JSON log, as (event, whole line).
+fn events(log: &str) -> Vec<(String, serde_json::Value)> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v.get("event")?.as_str()?.to_string(), v)))
+        .collect()
+}
+
+fn find_event<'a>(
+    events: &'a [(String, serde_json::Value)],
+    name: &str,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> Option<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|(e, _)| e == name)
+        .map(|(_, v)| v)
+        .find(|v| matches(v))
+}
+
+#[test]
+fn the_audit_trail_records_refusals_reloads_the_endpoint_and_log_level_changes() {
+    let bed = Bed::new(&["Ethernet0"]);
+    let certs = Certs::new();
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--db-config".into(),
+        bed.redis.db_config().into(),
+        "--log-output".into(),
+        "stderr".into(),
+        "--log-format".into(),
+        "json".into(),
+    ];
+    args.extend(certs.daemon_args(&[]).into_iter().map(Into::into));
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let d = Daemon::start_bare(&bed.ns, &args);
+    wait_until(DEADLINE, "the endpoint to open", || {
+        find_event(&events(&d.log()), "metrics_endpoint_open", |_| true).is_some()
+    });
+
+    // Refused: no certificate, and a certificate from another CA.
+    let ca = certs.path("ca.crt");
+    assert_refused(&curl(&bed.ns, &ca, None, &[], METRICS_URL));
+    let other = certs.other_ca_set();
+    let (ocert, okey) = (other.join("client.crt"), other.join("client.key"));
+    assert_refused(&curl_as(&bed.ns, &certs, (&ocert, &okey), &[], METRICS_URL));
+    // A reload that works, and one that keeps the old set.
+    renew_server_cert(&certs);
+    sighup(&d);
+    wait_until(DEADLINE, "a reload event", || {
+        find_event(&events(&d.log()), "metrics_tls_reload", |v| {
+            v["result"] == "ok"
+        })
+        .is_some()
+    });
+    fs::write(certs.path("server.crt"), "garbage\n").unwrap();
+    sighup(&d);
+    // A log level change from CONFIG_DB (swssloglevel -l DEBUG -c portsyncd).
+    bed.redis.hset(
+        common::CONFIG_DB,
+        "LOGGER|portsyncd",
+        &[("LOGLEVEL", "DEBUG")],
+    );
+
+    let all = wait_for(
+        DEADLINE,
+        "every audit event",
+        || events(&d.log()),
+        |ev| {
+            find_event(ev, "metrics_tls_reload", |v| v["result"] == "kept_old").is_some()
+                && find_event(ev, "log_level_changed", |v| v["level"] == "DEBUG").is_some()
+                && find_event(ev, "metrics_client_refused", |v| {
+                    v["reason"] == "unknown_issuer"
+                })
+                .is_some()
+        },
+    );
+    let unknown = find_event(&all, "metrics_client_refused", |v| {
+        v["reason"] == "unknown_issuer"
+    })
+    .unwrap();
+    assert_eq!(unknown["peer"], "::1", "{unknown}");
+    assert_eq!(
+        unknown["sans"], "prometheus.example,spiffe://example/prometheus",
+        "the SANs the client presented: {unknown}"
+    );
+    let anonymous = find_event(&all, "metrics_client_refused", |v| {
+        v["reason"] == "no_client_certificate"
+    })
+    .expect("a refusal without a certificate");
+    assert_eq!(anonymous["sans"], "", "{anonymous}");
+    let kept = find_event(&all, "metrics_tls_reload", |v| v["result"] == "kept_old").unwrap();
+    let crt = certs.path("server.crt").display().to_string();
+    assert!(
+        kept["files"].as_str().unwrap().contains(&crt)
+            && kept["error"].as_str().unwrap().contains(&crt),
+        "{kept}"
+    );
+    let level = find_event(&all, "log_level_changed", |v| v["level"] == "DEBUG").unwrap();
+    assert!(
+        level["source"].as_str().unwrap().starts_with("CONFIG_DB"),
+        "{level}"
+    );
+}
+
+#[test]
+fn process_start_time_is_served_under_proc_subset_pid() {
+    // The shipped unit's ProcSubset=pid: /proc shows the processes only, so
+    // /proc/stat (btime) and /proc/uptime are not there.
+    let certs = Certs::new();
+    let bed = Bed::new(&["Ethernet0"]);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", bed.ns.name(), "unshare", "-m", "--propagation", "private"])
+        .args([
+            "sh",
+            "-c",
+            "mount -t proc -o subset=pid proc /proc || exit 3
+             if [ -e /proc/stat ]; then echo '/proc/stat is visible: subset=pid not in effect'; exit 4; fi
+             exec \"$@\"",
+            "proc-subset-pid",
+            common::BIN,
+            "--db-config",
+        ])
+        .arg(bed.redis.db_config())
+        .args(["--log-level", "debug", "--log-output", "stderr"])
+        .args(certs.daemon_args(&[]));
+    let mut d = Daemon::launch(cmd);
+    wait_until(DEADLINE, "the endpoint to open", || {
+        d.assert_alive();
+        d.log().contains("metrics endpoint listening")
+    });
+    let body = scrape(&bed.ns, &certs);
+    let started = sample(&body, "process_start_time_seconds").expect("process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        started >= before - 2.0 && started <= now,
+        "start time {started} outside [{before}, {now}]"
+    );
+    for series in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_max_fds",
+    ] {
+        assert!(sample(&body, series).is_some(), "{series} missing:\n{body}");
+    }
+}
+
+#[test]
+fn limits_set_in_the_toml_file_take_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("portsyncd.toml");
+    fs::write(
+        &toml,
+        "metrics_client_rate_limit = 1\nmetrics_client_rate_burst = 2\n\
+         metrics_max_parallel_scrapes = 2\nmetrics_max_unverified = 32\n\
+         metrics_max_unverified_per_source = 4\nmetrics_handshake_timeout = 3\n",
+    )
+    .unwrap();
+    let e = Endpoint::start(&["--config", toml.to_str().unwrap()]);
+    // One connection, four requests back to back: a burst of 2, then 429.
+    let mut args = vec!["-D", "/dev/stdout", "-o", "/dev/null"];
+    args.extend(std::iter::repeat_n(HEALTH_URL, 3));
+    let r = e.request(&args, METRICS_URL);
+    assert_eq!(r.code.matches("HTTP/1.1 200").count(), 2, "{r:?}");
+    assert!(r.code.contains("HTTP/1.1 429"), "{r:?}");
+
+    // And an out-of-range value is refused, naming the key.
+    fs::write(&toml, "metrics_max_unverified = 0\n").unwrap();
+    let out = Command::new(common::BIN)
+        .args(["check-config", "--config"])
+        .arg(&toml)
+        .arg("--db-config")
+        .arg(e.bed.redis.db_config())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("metrics_max_unverified"), "{err}");
 }

@@ -32,6 +32,13 @@ fn wait_reconciled(bed: &Bed, daemon: &Daemon) {
     wait_until(DEADLINE, "the daemon to log the reconcile", || {
         daemon.log().contains("warm restart reconciled")
     });
+    // Both ends of a warm restart are audit events (docs/security.md).
+    let log = daemon.log();
+    assert!(
+        log.contains("event=\"warm_restart_check\" warm=true")
+            && log.contains("event=\"warm_restart_reconciled\""),
+        "{log}"
+    );
     let warm = bed.redis.hgetall(STATE_DB, "WARM_RESTART_TABLE|portsyncd");
     assert_eq!(
         warm.get("state").map(String::as_str),

@@ -1,8 +1,12 @@
 //! Which verified client certificates may scrape: `--metrics-allow-client`
-//! names, matched exactly against a DNS or URI subject alternative name and
-//! never against the subject CN (the rule the Prometheus exporter toolkit
-//! settled on: a CN is free text, SANs are typed identities).
+//! names, matched exactly against a DNS, URI or IP subject alternative name
+//! and never against the subject CN (the rule the Prometheus exporter
+//! toolkit settled on: a CN is free text, SANs are typed identities).
+//!
+//! The verifier also notes the names a client presented, for the audit
+//! event of a refused client ([`PRESENTED`]).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -10,7 +14,13 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 
-use super::x509::subject_alt_names;
+use super::x509::{names, subject_alt_names};
+
+tokio::task_local! {
+    /// The SANs of the certificate the client of this connection's task
+    /// presented, set by the verifier during the handshake.
+    pub static PRESENTED: RefCell<Vec<String>>;
+}
 
 /// The CA/CRL verifier from webpki, then the allow-list.
 #[derive(Debug)]
@@ -22,7 +32,7 @@ pub struct AllowListVerifier {
 
 /// The error a certificate outside the allow-list gets; the handshake
 /// failure counter maps it to `reason="client_not_allowed"`.
-pub const NOT_ALLOWED: &str = "client certificate names no allowed DNS or URI SAN";
+pub const NOT_ALLOWED: &str = "client certificate names no allowed DNS, URI or IP SAN";
 
 impl AllowListVerifier {
     pub fn new(inner: Arc<dyn ClientCertVerifier>, allowed: Vec<String>) -> Self {
@@ -30,22 +40,10 @@ impl AllowListVerifier {
     }
 }
 
-/// True when one of the certificate's DNS or URI SANs equals one of the
-/// allowed names (exact, case-sensitive for URIs, ASCII case-insensitive for
-/// DNS names as DNS itself is).
+/// True when one of the allowed names is a SAN of the certificate (see
+/// [`names`] for how each kind matches), or when the list is empty.
 pub fn is_allowed(cert_der: &[u8], allowed: &[String]) -> bool {
-    if allowed.is_empty() {
-        return true;
-    }
-    let Some(names) = subject_alt_names(cert_der) else {
-        return false;
-    };
-    names.iter().any(|name| {
-        allowed.iter().any(|a| match name {
-            super::x509::SubjectAltName::Dns(d) => d.eq_ignore_ascii_case(a),
-            super::x509::SubjectAltName::Uri(u) => u == a,
-        })
-    })
+    allowed.is_empty() || allowed.iter().any(|a| names(cert_der, a))
 }
 
 impl ClientCertVerifier for AllowListVerifier {
@@ -67,6 +65,8 @@ impl ClientCertVerifier for AllowListVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
+        // Outside a connection's task (unit tests) there is nothing to note.
+        let _ = PRESENTED.try_with(|p| *p.borrow_mut() = subject_alt_names(end_entity));
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
@@ -135,7 +135,7 @@ mod tests {
         assert!(allowed(&["PROMETHEUS.example"]));
         assert!(allowed(&["other", "spiffe://example/prometheus"]));
         assert!(!allowed(&["spiffe://example/Prometheus"]));
-        assert!(!allowed(&["example", "prometheus", "*.example"]));
+        assert!(!allowed(&["example", "prometheus", "*.example", "::1"]));
     }
 
     #[test]

@@ -1,18 +1,24 @@
-//! Command-line settings of the metrics endpoint, flattened into `Cli`.
+//! Command-line settings of the metrics endpoint, flattened into `Cli`
+//! (and so also keys of the TOML file: `metrics_max_unverified = 32`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
 
 use super::tls_profile::TlsProfile;
 
+/// The default address: loopback, port 7493 (docs/metrics.md says why that
+/// port: it collides with nothing common on a switch or a Prometheus host).
+pub const DEFAULT_LISTEN: &str = "[::1]:7493";
+
 #[derive(Debug, Clone, Args)]
 pub struct MetricsArgs {
     /// Address of the metrics endpoint. IPv6 only (IPv4 and IPv4-mapped
     /// addresses are refused); `[::]` never accepts IPv4 (IPV6_V6ONLY).
-    #[arg(long, value_name = "[ADDR]:PORT", default_value = "[::1]:9090")]
+    #[arg(long, value_name = "[ADDR]:PORT", default_value = DEFAULT_LISTEN)]
     pub metrics_listen: SocketAddr,
 
     /// Server certificate (PEM, chain allowed).
@@ -46,8 +52,8 @@ pub struct MetricsArgs {
     #[arg(long = "metrics-crl", value_name = "PATH")]
     pub metrics_crl: Vec<PathBuf>,
 
-    /// Only clients whose certificate carries this exact DNS or URI subject
-    /// alternative name may scrape (never matched against the CN);
+    /// Only clients whose certificate carries this exact DNS, URI or IP
+    /// subject alternative name may scrape (never matched against the CN);
     /// repeatable. Without it, any certificate from --metrics-ca may scrape.
     #[arg(long = "metrics-allow-client", value_name = "NAME")]
     pub metrics_allow_client: Vec<String>,
@@ -56,13 +62,83 @@ pub struct MetricsArgs {
     #[arg(long, value_enum, default_value_t = TlsProfile::Cnsa)]
     pub tls_profile: TlsProfile,
 
-    /// Most TLS connections open at once; more are closed on accept.
+    /// Most verified (client-certificate) connections open at once; more
+    /// are closed after their handshake. Unverified ones never count here.
     #[arg(long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub metrics_max_connections: u32,
+
+    /// Most connections in their TLS handshake at once (unverified
+    /// clients, all addresses together). When full, the oldest connection
+    /// that lost its protection (see the next flag) is closed for a newcomer.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub metrics_max_unverified: u32,
+
+    /// Connections in their handshake one source address has protected at
+    /// once. A newcomer is always protected; past this, the address's
+    /// oldest one loses its protection (it is not closed).
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub metrics_max_unverified_per_source: u32,
+
+    /// Seconds a client has to complete the TLS handshake.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub metrics_handshake_timeout: u64,
+
+    /// Seconds a verified client has to send a complete request head.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub metrics_header_read_timeout: u64,
+
+    /// Seconds a connection may live, however many requests it carries; it
+    /// is then closed gracefully (after the response in progress).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub metrics_connection_lifetime: u64,
+
+    /// Most `/metrics` renders at once (like node_exporter's
+    /// --web.max-requests); more get 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub metrics_max_parallel_scrapes: u32,
+
+    /// Requests per second over all clients (token bucket rate).
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub metrics_rate_limit: u32,
+
+    /// Requests the global bucket allows in a burst.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub metrics_rate_burst: u32,
+
+    /// Requests per second per client identity (first SAN of its
+    /// certificate).
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub metrics_client_rate_limit: u32,
+
+    /// Requests one client identity may make in a burst.
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub metrics_client_rate_burst: u32,
 }
 
 impl MetricsArgs {
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.metrics_handshake_timeout)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.metrics_header_read_timeout)
+    }
+
+    pub fn connection_lifetime(&self) -> Duration {
+        Duration::from_secs(self.metrics_connection_lifetime)
+    }
+
     /// Refuses an address that is not plain IPv6.
     pub fn validate(&self) -> Result<()> {
         match self.metrics_listen {
@@ -118,7 +194,7 @@ mod tests {
     #[test]
     fn defaults_are_loopback_cnsa() {
         let a = parse(&[]);
-        assert_eq!(a.metrics_listen.to_string(), "[::1]:9090");
+        assert_eq!(a.metrics_listen.to_string(), "[::1]:7493");
         assert_eq!(a.tls_profile, TlsProfile::Cnsa);
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Everything is checked before it is used, and every failure names the file
 //! and the fix: a missing, unreadable, unparsable or expired file, and a key
-//! that group or others may read, stop start-up (and are refused by a
-//! reload, which keeps the files already in service).
+//! that group or others may read, keep the endpoint closed (and are refused
+//! by a reload, which keeps the files already in service). Every file is
+//! read as a regular file under a size cap (`crate::bounded_file`).
 
 use std::fs;
 use std::io::ErrorKind;
@@ -18,6 +19,7 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 
 use super::args::MetricsArgs;
 use super::x509::not_after;
+use crate::bounded_file;
 
 /// The files behind one TLS configuration, parsed and checked.
 #[derive(Debug)]
@@ -48,7 +50,7 @@ fn now_unix() -> i64 {
 
 /// Reads a file, turning the usual failures into errors that say what to do.
 fn read(path: &Path, what: &str, flag: &str) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| match e.kind() {
+    bounded_file::read(path, what, bounded_file::PEM_CAP).map_err(|e| match e.kind() {
         ErrorKind::NotFound => anyhow!(
             "the {what} {} is missing: install it there or point {flag} at it ({GENERATE_HINT})",
             path.display()
@@ -58,7 +60,8 @@ fn read(path: &Path, what: &str, flag: &str) -> Result<Vec<u8>> {
              portsyncd user (owner, mode 0600 for keys)",
             path.display()
         ),
-        _ => anyhow!("cannot read the {what} {}: {e}", path.display()),
+        // bounded_file's own message names the file and the fix.
+        _ => anyhow!("{e}"),
     })
 }
 

@@ -11,7 +11,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::ReasonLabels;
 
-/// One HTTP answer: path (only the two served ones, else `other`) and code.
+/// One HTTP answer: path (only the served ones, else `other`) and code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub path: String,
@@ -37,7 +37,8 @@ pub struct EndpointMetrics {
     /// unknown_issuer, expired, revoked, client_not_allowed,
     /// no_common_version, no_common_cipher_suite, timeout, ...).
     pub tls_handshake_failures: Family<ReasonLabels, Counter>,
-    /// Connections closed before the handshake (max_connections, banned).
+    /// Connections refused: `evicted` (a newer unverified connection took
+    /// its place), `max_connections` (verified, but every place taken).
     pub connections_refused: Family<ReasonLabels, Counter>,
     /// TLS connections currently open.
     pub connections_open: Gauge,
@@ -45,8 +46,11 @@ pub struct EndpointMetrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Successful and refused reloads of the TLS files.
     pub tls_reloads: Family<ReasonLabels, Counter>,
-    /// 1 when the last reload attempt succeeded (or none was needed).
+    /// 1 when the last reload attempt succeeded (or none was needed); 0
+    /// also when the reload watcher had died.
     pub tls_last_reload_ok: Gauge,
+    /// Times the reload watcher ended and was started again (a bug if > 0).
+    pub reload_watcher_restarts: Counter,
     /// notAfter of the server certificate and of the CA.
     pub certificate_expiry: Family<FileLabels, Gauge>,
     pub build_info: Family<BuildLabels, Gauge>,
@@ -62,7 +66,7 @@ impl EndpointMetrics {
         );
         r.register(
             "metrics_connections_refused",
-            "Connections closed before the TLS handshake, by reason",
+            "Connections refused, by reason",
             self.connections_refused.clone(),
         );
         r.register(
@@ -84,6 +88,11 @@ impl EndpointMetrics {
             "tls_last_reload_success",
             "1 when the last TLS reload succeeded, 0 when the old files stayed in service",
             self.tls_last_reload_ok.clone(),
+        );
+        r.register(
+            "tls_reload_watcher_restarts",
+            "Times the TLS reload watcher ended and was restarted (a bug if above 0)",
+            self.reload_watcher_restarts.clone(),
         );
         r.register_with_unit(
             "tls_certificate_expiry_timestamp",
@@ -116,7 +125,7 @@ impl EndpointMetrics {
 
     pub fn answered(&self, path: &str, code: u16) {
         let path = match path {
-            "/metrics" | "/healthz" => path,
+            p if super::server::PATHS.contains(&p) => p,
             _ => "other",
         };
         self.requests

@@ -1,39 +1,19 @@
-//! What keeps a hostile or broken client from costing more than a bounded
-//! share: token buckets (global and per client identity) for requests, and a
-//! temporary ban for an address whose handshakes keep failing.
-//! Connection and parallel-scrape caps are semaphores in the server.
+//! What keeps a verified client that asks too much from costing more than
+//! a bounded share: token buckets (global and per client identity) for
+//! requests. The limits themselves are operator settings
+//! ([`super::MetricsArgs`]); unverified clients are bounded separately, by
+//! [`super::unverified::UnverifiedPool`].
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Fixed limits of the endpoint; generous for Prometheus (one scrape every
-/// few seconds per scraper), tight for anything that hammers it.
-pub struct Limits;
-
-impl Limits {
-    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-    /// A whole connection, however many keep-alive requests it carries.
-    pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
-    /// Bytes hyper may buffer for one request head.
-    pub const MAX_HEADER_BYTES: usize = 8 * 1024;
-    pub const MAX_HEADERS: usize = 32;
-    pub const MAX_PARALLEL_SCRAPES: usize = 4;
-    /// Global bucket: requests per second and burst.
-    pub const GLOBAL_RATE: f64 = 50.0;
-    pub const GLOBAL_BURST: f64 = 100.0;
-    /// Per client identity.
-    pub const CLIENT_RATE: f64 = 5.0;
-    pub const CLIENT_BURST: f64 = 20.0;
-    /// Most client identities tracked; the stalest are forgotten first.
-    pub const MAX_TRACKED_CLIENTS: usize = 1024;
-    /// Failed handshakes from one address within the window before a ban.
-    pub const BAN_AFTER_FAILURES: u32 = 10;
-    pub const BAN_WINDOW: Duration = Duration::from_secs(60);
-    pub const BAN_DURATION: Duration = Duration::from_secs(60);
-}
+/// Bytes hyper may buffer for one request head, and headers at most: fixed,
+/// since a scraper's request is one short line and a few headers.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+pub const MAX_HEADERS: usize = 32;
+/// Most client identities tracked; the stalest are forgotten first.
+const MAX_TRACKED_CLIENTS: usize = 1024;
 
 /// A token bucket: `rate` tokens per second, at most `burst`.
 #[derive(Debug)]
@@ -68,34 +48,42 @@ impl TokenBucket {
     }
 }
 
+/// Rate and burst of one kind of bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl Rate {
+    fn bucket(self, now: Instant) -> TokenBucket {
+        TokenBucket::new(self.per_second, self.burst, now)
+    }
+}
+
 /// The global and per-client buckets.
 pub struct RateLimiter {
+    per_client: Rate,
     global: Mutex<TokenBucket>,
     clients: Mutex<HashMap<String, TokenBucket>>,
 }
 
-impl Default for RateLimiter {
-    fn default() -> Self {
-        let now = Instant::now();
+impl RateLimiter {
+    pub fn new(global: Rate, per_client: Rate) -> Self {
         Self {
-            global: Mutex::new(TokenBucket::new(
-                Limits::GLOBAL_RATE,
-                Limits::GLOBAL_BURST,
-                now,
-            )),
+            per_client,
+            global: Mutex::new(global.bucket(Instant::now())),
             clients: Mutex::new(HashMap::new()),
         }
     }
-}
 
-impl RateLimiter {
     /// Admits one request from `client`, or gives the `Retry-After` delay.
     pub fn admit(&self, client: &str) -> Result<(), Duration> {
         let now = Instant::now();
         {
             let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
             if !clients.contains_key(client)
-                && clients.len() >= Limits::MAX_TRACKED_CLIENTS
+                && clients.len() >= MAX_TRACKED_CLIENTS
                 && let Some(stalest) = clients
                     .iter()
                     .min_by_key(|(_, b)| b.last)
@@ -105,58 +93,13 @@ impl RateLimiter {
             }
             clients
                 .entry(client.to_string())
-                .or_insert_with(|| TokenBucket::new(Limits::CLIENT_RATE, Limits::CLIENT_BURST, now))
+                .or_insert_with(|| self.per_client.bucket(now))
                 .take(now)?;
         }
         self.global
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take(now)
-    }
-}
-
-/// Per address: failures in the current window, window start, ban end.
-type PeerFailures = (u32, Instant, Option<Instant>);
-
-/// Addresses whose handshakes keep failing are refused for a while.
-#[derive(Default)]
-pub struct HandshakeBan {
-    peers: Mutex<HashMap<IpAddr, PeerFailures>>,
-}
-
-impl HandshakeBan {
-    pub fn is_banned(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        match peers.get(&ip) {
-            Some((_, _, Some(until))) if *until > now => true,
-            Some((_, _, Some(_))) => {
-                peers.remove(&ip);
-                false
-            }
-            _ => false,
-        }
-    }
-
-    /// Records a failed handshake; true when this one started a ban.
-    pub fn failed(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if peers.len() >= Limits::MAX_TRACKED_CLIENTS && !peers.contains_key(&ip) {
-            peers.retain(|_, (_, start, ban)| {
-                now.duration_since(*start) < Limits::BAN_WINDOW || ban.is_some_and(|b| b > now)
-            });
-        }
-        let entry = peers.entry(ip).or_insert((0, now, None));
-        if now.duration_since(entry.1) >= Limits::BAN_WINDOW {
-            *entry = (0, now, None);
-        }
-        entry.0 += 1;
-        if entry.0 >= Limits::BAN_AFTER_FAILURES && entry.2.is_none() {
-            entry.2 = Some(now + Limits::BAN_DURATION);
-            return true;
-        }
-        false
     }
 }
 
@@ -181,25 +124,20 @@ mod tests {
 
     #[test]
     fn one_client_cannot_use_up_another_clients_share() {
-        let r = RateLimiter::default();
-        let burst = Limits::CLIENT_BURST as usize;
-        for _ in 0..burst {
+        let r = RateLimiter::new(
+            Rate {
+                per_second: 50.0,
+                burst: 100.0,
+            },
+            Rate {
+                per_second: 5.0,
+                burst: 20.0,
+            },
+        );
+        for _ in 0..20 {
             r.admit("a").unwrap();
         }
         assert!(r.admit("a").is_err());
         r.admit("b").unwrap();
-    }
-
-    #[test]
-    fn repeated_failures_ban_an_address() {
-        let ban = HandshakeBan::default();
-        let ip: IpAddr = "::1".parse().unwrap();
-        for _ in 1..Limits::BAN_AFTER_FAILURES {
-            assert!(!ban.failed(ip));
-        }
-        assert!(!ban.is_banned(ip));
-        assert!(ban.failed(ip));
-        assert!(ban.is_banned(ip));
-        assert!(!ban.is_banned("::2".parse().unwrap()));
     }
 }

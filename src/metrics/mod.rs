@@ -3,18 +3,21 @@
 
 mod allow_list;
 pub mod args;
+mod audit;
 mod certs;
 mod endpoint_metrics;
 mod health;
 mod limits;
+mod probes;
 mod process;
 mod registry;
 mod reload;
 mod render;
 mod server;
 pub mod tls_profile;
+mod unverified;
 mod warm;
-mod x509;
+pub mod x509;
 
 pub use args::MetricsArgs;
 pub use registry::{Metrics, PortLabels, ReasonLabels};

@@ -1,8 +1,17 @@
-//! The standard process metrics (CPU seconds, resident memory, open and
-//! maximum file descriptors, start time), read from `/proc/self` at each
-//! scrape and exposed as `portsyncd_process_*`.
+//! The standard process metrics under the names every Prometheus dashboard
+//! expects (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//! `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`,
+//! `process_start_time_seconds`), read from `/proc/self` at each scrape.
+//!
+//! Only `/proc/self` is read, never `/proc/stat` or `/proc/uptime`, which
+//! the shipped unit's `ProcSubset=pid` hides. The start time is the wall
+//! clock now minus the process' age, its age being the boot-time clock
+//! (`CLOCK_BOOTTIME`, no /proc needed) minus the start tick in
+//! `/proc/self/stat`; computed once, when the endpoint starts.
 
 use std::fs;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -19,9 +28,26 @@ pub struct ProcessCollector;
 pub struct ProcessStats {
     pub cpu_seconds: Option<f64>,
     pub resident_bytes: Option<i64>,
+    pub virtual_bytes: Option<i64>,
     pub open_fds: Option<i64>,
     pub max_fds: Option<i64>,
-    pub start_time_seconds: Option<i64>,
+}
+
+static START_TIME: OnceLock<f64> = OnceLock::new();
+
+/// Records the process' start time (Unix seconds); later calls keep the
+/// first value.
+pub fn record_start() -> f64 {
+    *START_TIME.get_or_init(|| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let ticks = sysconf(libc::_SC_CLK_TCK).unwrap_or(100);
+        let age = fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| age_seconds(&stat, boot_clock_seconds()?, ticks));
+        now - age.unwrap_or(0.0)
+    })
 }
 
 fn sysconf(name: libc::c_int) -> Option<i64> {
@@ -30,51 +56,58 @@ fn sysconf(name: libc::c_int) -> Option<i64> {
     (v > 0).then_some(v)
 }
 
+/// Seconds since boot, suspend included (the clock /proc/self/stat's start
+/// tick counts on).
+fn boot_clock_seconds() -> Option<f64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
+}
+
 /// Fields of /proc/self/stat after the `(comm)` field, which may hold spaces.
 fn stat_fields(stat: &str) -> Option<Vec<&str>> {
-    let after = &stat[stat.rfind(')')? + 1..];
+    let after = stat.get(stat.rfind(')')? + 1..)?;
     Some(after.split_whitespace().collect())
 }
 
-/// Parses /proc/self/stat, /proc/self/statm, /proc/stat's btime and
-/// /proc/self/limits; pure so it can be unit tested.
-pub fn parse(
-    stat: &str,
-    statm: &str,
-    proc_stat: &str,
-    limits: &str,
-    ticks: i64,
-    page: i64,
-) -> ProcessStats {
+/// The process' age from its stat line and the boot clock.
+fn age_seconds(stat: &str, boot_clock: f64, ticks: i64) -> Option<f64> {
+    // After the comm field, starttime is index 19.
+    let start: i64 = stat_fields(stat)?.get(19)?.parse().ok()?;
+    Some((boot_clock - start as f64 / ticks as f64).max(0.0))
+}
+
+/// Parses /proc/self/stat, /proc/self/statm and /proc/self/limits; pure so
+/// it can be unit tested.
+pub fn parse(stat: &str, statm: &str, limits: &str, ticks: i64, page: i64) -> ProcessStats {
     let fields = stat_fields(stat);
-    // After the comm field: state is index 0, utime 11, stime 12, starttime 19.
+    // After the comm field: state is index 0, utime 11, stime 12.
     let field = |i: usize| fields.as_ref()?.get(i)?.parse::<i64>().ok();
     let cpu_seconds = match (field(11), field(12)) {
         (Some(u), Some(s)) => Some((u + s) as f64 / ticks as f64),
         _ => None,
     };
-    let btime = proc_stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok());
-    let start_time_seconds = match (field(19), btime) {
-        (Some(start), Some(b)) => Some(b + start / ticks),
-        _ => None,
+    let statm_pages = |i: usize| {
+        statm
+            .split_whitespace()
+            .nth(i)
+            .and_then(|p| p.parse::<i64>().ok())
+            .map(|p| p * page)
     };
-    let resident_bytes = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse::<i64>().ok())
-        .map(|p| p * page);
     let max_fds = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l.split_whitespace().nth(3)?.parse::<i64>().ok());
     ProcessStats {
         cpu_seconds,
-        resident_bytes,
+        resident_bytes: statm_pages(1),
+        virtual_bytes: statm_pages(0),
         open_fds: None,
         max_fds,
-        start_time_seconds,
     }
 }
 
@@ -86,7 +119,6 @@ pub fn read() -> ProcessStats {
     let mut stats = parse(
         &get("/proc/self/stat"),
         &get("/proc/self/statm"),
-        &get("/proc/stat"),
         &get("/proc/self/limits"),
         ticks,
         page,
@@ -102,7 +134,7 @@ impl Collector for ProcessCollector {
             let m = ConstCounter::new(v);
             m.encode(encoder.encode_descriptor(
                 "process_cpu",
-                "User and system CPU time",
+                "Total user and system CPU time spent in seconds",
                 Some(&Unit::Seconds),
                 m.metric_type(),
             )?)?;
@@ -110,27 +142,27 @@ impl Collector for ProcessCollector {
         let gauges = [
             (
                 "process_resident_memory",
-                "Resident memory size",
+                "Resident memory size in bytes",
                 Some(Unit::Bytes),
                 s.resident_bytes,
             ),
             (
+                "process_virtual_memory",
+                "Virtual memory size in bytes",
+                Some(Unit::Bytes),
+                s.virtual_bytes,
+            ),
+            (
                 "process_open_fds",
-                "Open file descriptors",
+                "Number of open file descriptors",
                 None,
                 s.open_fds,
             ),
             (
                 "process_max_fds",
-                "Limit of open file descriptors",
+                "Maximum number of open file descriptors",
                 None,
                 s.max_fds,
-            ),
-            (
-                "process_start_time",
-                "Start time, Unix time",
-                Some(Unit::Seconds),
-                s.start_time_seconds,
             ),
         ];
         for (name, help, unit, value) in gauges {
@@ -139,6 +171,13 @@ impl Collector for ProcessCollector {
                 m.encode(encoder.encode_descriptor(name, help, unit.as_ref(), m.metric_type())?)?;
             }
         }
+        let start = ConstGauge::new(record_start());
+        start.encode(encoder.encode_descriptor(
+            "process_start_time",
+            "Start time of the process since the Unix epoch in seconds",
+            Some(&Unit::Seconds),
+            start.metric_type(),
+        )?)?;
         Ok(())
     }
 }
@@ -147,27 +186,44 @@ impl Collector for ProcessCollector {
 mod tests {
     use super::*;
 
+    const STAT: &str =
+        "42 (port syncd) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1000 1000 300";
+
     #[test]
     fn proc_files_parse() {
-        let stat =
-            "42 (port syncd) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1000 1000 300";
         let s = parse(
-            stat,
+            STAT,
             "5000 1200 300 1 0 400 0",
-            "cpu 1 2\nbtime 1700000000\n",
             "Limit Soft Hard Units\nMax open files            1024                 4096                 files\n",
             100,
             4096,
         );
         assert_eq!(s.cpu_seconds, Some(3.0));
         assert_eq!(s.resident_bytes, Some(1200 * 4096));
+        assert_eq!(s.virtual_bytes, Some(5000 * 4096));
         assert_eq!(s.max_fds, Some(1024));
-        assert_eq!(s.start_time_seconds, Some(1_700_000_010));
     }
 
     #[test]
-    fn this_process_reads() {
+    fn age_is_the_boot_clock_minus_the_start_tick() {
+        // Started at tick 1000 (10 s after boot at 100 Hz); now 70 s after boot.
+        assert_eq!(age_seconds(STAT, 70.0, 100), Some(60.0));
+        assert_eq!(age_seconds("garbage", 70.0, 100), None);
+    }
+
+    #[test]
+    fn this_process_reads_and_started_recently() {
         let s = read();
         assert!(s.open_fds.unwrap() > 0 && s.resident_bytes.unwrap() > 0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = record_start();
+        // The test binary started within the last hour, and not in the future.
+        assert!(
+            start <= now + 1.0 && start > now - 3600.0,
+            "{start} vs {now}"
+        );
     }
 }

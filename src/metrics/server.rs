@@ -1,12 +1,21 @@
 //! The HTTPS server: its own thread and single-threaded runtime, so nothing
 //! a client does can take time from the port-sync runtime; the pipeline and
-//! the server share only atomics (the metrics).
+//! the server share only atomics (the metrics and the heartbeats).
 //!
-//! Per connection: ban check, connection cap, TLS handshake with a timeout,
-//! then HTTP/1.1 with header-read timeout, header size/count limits and a
-//! connection lifetime; per request: route, method, rate limit, parallel
-//! scrape cap.
+//! Nothing here can end the daemon: when the files are missing or bad, or
+//! the port is taken, the endpoint stays closed, says why (event
+//! `metrics_endpoint_closed`, naming the file and the fix) and tries again
+//! every 2 s and on SIGHUP; it opens as soon as it can.
+//!
+//! Per connection: a place in the unverified pool (bounded in total and per
+//! source; a newcomer always gets in, the oldest unprotected connection is
+//! closed for it, see [`super::unverified`]), the
+//! TLS handshake with a timeout, then a place among the verified
+//! connections, then HTTP/1.1 with header-read timeout, header size/count
+//! limits and a lifetime after which the connection is closed gracefully;
+//! per request: route, method, rate limit, parallel scrape cap.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::Arc;
@@ -23,38 +32,57 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use rustls::{CertificateError, PeerIncompatible};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Metrics;
-use super::allow_list::NotAllowed;
+use super::allow_list::{NotAllowed, PRESENTED};
 use super::args::MetricsArgs;
+use super::audit::{self, RefusalLog};
 use super::endpoint_metrics::{BuildLabels, EndpointMetrics};
 use super::health::{Health, Status};
-use super::limits::{HandshakeBan, Limits, RateLimiter};
-use super::process::ProcessCollector;
-use super::reload::TlsState;
+use super::limits::{MAX_HEADER_BYTES, MAX_HEADERS, Rate, RateLimiter};
+use super::probes::Probes;
+use super::process::{self, ProcessCollector};
+use super::reload::{POLL_INTERVAL, TlsState};
 use super::render::{render, wants_openmetrics};
-use super::x509::subject_alt_names;
+use super::unverified::{Ticket, UnverifiedPool};
+use crate::systemd::Liveness;
 
-/// Everything a connection needs, shared.
-struct Shared {
-    tls: Arc<TlsState>,
+/// How long a connection past its lifetime may take to finish the response
+/// in progress before it is dropped.
+const GRACEFUL_CLOSE: Duration = Duration::from_secs(10);
+
+/// What the endpoint serves, built once at start whether or not it opens.
+struct Content {
     registry: Registry,
     endpoint: EndpointMetrics,
     health: Health,
-    rate: RateLimiter,
-    ban: HandshakeBan,
-    scrapes: Semaphore,
+    probes: Probes,
 }
 
-/// Checks the settings and files, binds the socket, and starts the server
-/// thread. Any error here is a start-up error (fail closed).
-pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64) -> Result<()> {
-    args.validate()?;
+/// Everything a connection needs, shared.
+struct Shared {
+    args: MetricsArgs,
+    tls: Arc<TlsState>,
+    content: Arc<Content>,
+    rate: RateLimiter,
+    unverified: UnverifiedPool,
+    verified: Arc<Semaphore>,
+    scrapes: Semaphore,
+    audit: RefusalLog,
+}
+
+/// Starts the endpoint's thread, which opens the endpoint as soon as the
+/// files and the address allow and keeps trying until then. Never fails:
+/// a problem is logged and keeps the endpoint (never the daemon) down.
+/// Installs the SIGHUP handler before it returns, so a SIGHUP never ends
+/// the daemon.
+pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64, liveness: Liveness) {
+    process::record_start();
     let endpoint = EndpointMetrics::default();
     endpoint
         .build_info
@@ -63,50 +91,149 @@ pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64) -> Result
             tls_profile: format!("{:?}", args.tls_profile).to_lowercase(),
         })
         .set(1);
-    let tls = Arc::new(TlsState::new(args.clone(), endpoint.clone())?);
-    let std_listener = bind_v6_only(args.metrics_listen)?;
-
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     endpoint.register(&mut registry);
-    registry
-        .sub_registry_with_prefix("portsyncd")
-        .register_collector(Box::new(ProcessCollector));
-    let ctx = Arc::new(Shared {
-        tls: tls.clone(),
+    registry.register_collector(Box::new(ProcessCollector));
+    let content = Arc::new(Content {
         registry,
-        health: Health::new(metrics, endpoint.clone(), queue_capacity),
+        health: Health::new(metrics.clone(), endpoint.clone(), queue_capacity),
+        probes: Probes::new(metrics, liveness),
         endpoint,
-        rate: RateLimiter::default(),
-        ban: HandshakeBan::default(),
-        scrapes: Semaphore::new(Limits::MAX_PARALLEL_SCRAPES),
     });
+    if let Err(e) = spawn_thread(args, content) {
+        error!(event = audit::ENDPOINT_CLOSED, error = %format!("{e:#}"),
+               "the metrics endpoint cannot run at all; port sync goes on without it");
+    }
+}
 
+fn spawn_thread(args: MetricsArgs, content: Arc<Content>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the metrics runtime")?;
-    let (listener, sighup) = {
+    let mut sighup = {
         let _guard = runtime.enter();
-        let listener = TcpListener::from_std(std_listener)
-            .context("cannot register the metrics socket with the runtime")?;
-        let sighup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-        (listener, sighup)
+        signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?
     };
-    let connections = Arc::new(Semaphore::new(args.metrics_max_connections as usize));
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             runtime.block_on(async move {
-                tokio::spawn(tls.watch(sighup));
-                tokio::spawn(observe_overruns(ctx.clone()));
-                accept_loop(listener, ctx, connections).await;
+                let (hup_tx, hup) = watch::channel(0u64);
+                tokio::spawn(async move {
+                    while sighup.recv().await.is_some() {
+                        hup_tx.send_modify(|n| *n += 1);
+                    }
+                });
+                tokio::spawn(observe_overruns(content.clone()));
+                run(args, content, hup).await;
             })
         })
         .context("cannot start the metrics thread")?;
-    info!(listen = %args.metrics_listen, profile = ?args.tls_profile,
-          allowed_clients = ?args.metrics_allow_client, "metrics endpoint listening (TLS 1.3, client certificate required)");
     Ok(())
+}
+
+/// Opens the endpoint, retrying until it can; then serves forever.
+async fn run(args: MetricsArgs, content: Arc<Content>, mut hup: watch::Receiver<u64>) {
+    let mut last_error = String::new();
+    loop {
+        match open(&args, &content.endpoint) {
+            Ok((tls, listener)) => {
+                info!(event = audit::ENDPOINT_OPEN, listen = %args.metrics_listen,
+                      profile = ?args.tls_profile, allowed_clients = ?args.metrics_allow_client,
+                      "metrics endpoint listening (TLS 1.3, client certificate required)");
+                serve(args, tls, content, listener, hup).await;
+                return;
+            }
+            Err(e) => {
+                let error = format!("{e:#}");
+                // Said once per distinct reason, not every retry.
+                if error != last_error {
+                    warn!(event = audit::ENDPOINT_CLOSED, listen = %args.metrics_listen, error,
+                          "metrics endpoint closed; port sync goes on; retrying every {} s and on SIGHUP",
+                          POLL_INTERVAL.as_secs());
+                    last_error = error;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                    _ = hup.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Checks the settings and the files, and binds.
+fn open(args: &MetricsArgs, endpoint: &EndpointMetrics) -> Result<(Arc<TlsState>, TcpListener)> {
+    args.validate()?;
+    let tls = Arc::new(TlsState::new(args.clone(), endpoint.clone())?);
+    let listener = TcpListener::from_std(bind_v6_only(args.metrics_listen)?)
+        .context("cannot register the metrics socket with the runtime")?;
+    Ok((tls, listener))
+}
+
+async fn serve(
+    args: MetricsArgs,
+    tls: Arc<TlsState>,
+    content: Arc<Content>,
+    listener: TcpListener,
+    hup: watch::Receiver<u64>,
+) {
+    tokio::spawn(supervise_watcher(
+        tls.clone(),
+        content.endpoint.clone(),
+        hup,
+    ));
+    let rate = |per_second: u32, burst: u32| Rate {
+        per_second: f64::from(per_second),
+        burst: f64::from(burst),
+    };
+    let ctx = Arc::new(Shared {
+        rate: RateLimiter::new(
+            rate(args.metrics_rate_limit, args.metrics_rate_burst),
+            rate(
+                args.metrics_client_rate_limit,
+                args.metrics_client_rate_burst,
+            ),
+        ),
+        unverified: UnverifiedPool::new(
+            args.metrics_max_unverified as usize,
+            args.metrics_max_unverified_per_source as usize,
+        ),
+        verified: Arc::new(Semaphore::new(args.metrics_max_connections as usize)),
+        scrapes: Semaphore::new(args.metrics_max_parallel_scrapes as usize),
+        audit: RefusalLog::default(),
+        args,
+        tls,
+        content,
+    });
+    accept_loop(listener, ctx).await;
+}
+
+/// Runs the reload watcher, and if it ever ends (it never should) says so
+/// loudly, marks the last reload as failed and starts it again: a dead
+/// watcher cannot go unnoticed.
+async fn supervise_watcher(
+    tls: Arc<TlsState>,
+    endpoint: EndpointMetrics,
+    hup: watch::Receiver<u64>,
+) {
+    loop {
+        let ended = tokio::spawn(tls.clone().watch(hup.clone())).await;
+        watcher_ended(&endpoint, ended.err());
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+fn watcher_ended(endpoint: &EndpointMetrics, error: Option<tokio::task::JoinError>) {
+    endpoint.tls_last_reload_ok.set(0);
+    endpoint.reload_watcher_restarts.inc();
+    let error = error.map_or_else(|| "it returned".to_string(), |e| e.to_string());
+    error!(
+        event = audit::RELOAD_WATCHER_DIED,
+        error, "the metrics TLS reload watcher ended (a bug: please report it); restarting it"
+    );
 }
 
 /// A listening IPv6 socket with IPV6_V6ONLY set before bind, so `[::]`
@@ -117,22 +244,25 @@ fn bind_v6_only(addr: SocketAddr) -> Result<StdTcpListener> {
     socket.set_only_v6(true).with_context(what)?;
     socket.set_reuse_address(true).with_context(what)?;
     socket.set_nonblocking(true).with_context(what)?;
-    socket
-        .bind(&addr.into())
-        .with_context(|| format!("{} (is another process using the port?)", what()))?;
-    socket.listen(128).with_context(what)?;
+    socket.bind(&addr.into()).with_context(|| {
+        format!(
+            "{} (is another process using the port? choose another with --metrics-listen)",
+            what()
+        )
+    })?;
+    socket.listen(1024).with_context(what)?;
     Ok(socket.into())
 }
 
 /// Keeps the health check's "overrun recently" right between scrapes.
-async fn observe_overruns(ctx: Arc<Shared>) {
+async fn observe_overruns(content: Arc<Content>) {
     loop {
-        ctx.health.observe_overruns();
+        content.health.observe_overruns();
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<Shared>, connections: Arc<Semaphore>) {
+async fn accept_loop(listener: TcpListener, ctx: Arc<Shared>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -143,19 +273,15 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Shared>, connections: Arc<S
                 continue;
             }
         };
-        if ctx.ban.is_banned(peer.ip()) {
-            ctx.endpoint.refused("banned");
-            continue;
+        let (ticket, closed_one) = ctx.unverified.admit(peer.ip());
+        if closed_one {
+            ctx.content.endpoint.refused("evicted");
         }
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            ctx.endpoint.refused("max_connections");
-            continue;
-        };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            serve_connection(&ctx, stream, peer).await;
-            drop(permit);
-        });
+        let ctx2 = ctx.clone();
+        tokio::spawn(async move { serve_connection(&ctx2, stream, peer, ticket).await });
+        // Let the handshakes in progress move on before the next accept, so
+        // a flood of connections cannot keep them from finishing.
+        tokio::task::yield_now().await;
     }
 }
 
@@ -203,38 +329,76 @@ fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// The identity the per-client rate limit is keyed on: the first SAN of the
-/// verified client certificate.
-fn client_identity(certs: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> String {
-    certs
-        .and_then(|c| c.first())
-        .and_then(|c| subject_alt_names(c))
-        .and_then(|names| names.first().map(|n| n.value().to_string()))
-        .unwrap_or_else(|| "unnamed".to_string())
+/// How a connection's handshake went.
+enum Handshake {
+    Done(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Closed to make room in the unverified pool.
+    Displaced,
+    Timeout,
+    Failed(std::io::Error),
 }
 
-async fn serve_connection(ctx: &Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+/// The handshake, bounded by the timeout and by the pool (a newer
+/// connection may take this one's place); returns the SANs the client
+/// presented too.
+async fn handshake(
+    ctx: &Shared,
+    stream: TcpStream,
+    ticket: &mut Ticket,
+) -> (Handshake, Vec<String>) {
     let acceptor = TlsAcceptor::from(ctx.tls.current());
-    let tls = match tokio::time::timeout(Limits::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Err(_) => {
-            // Not counted towards a ban: idle connections are bounded by the
-            // connection cap and this timeout already.
-            ctx.endpoint.handshake_failed("timeout");
-            return;
-        }
-        Ok(Err(e)) => {
-            let reason = handshake_failure_reason(&e);
-            ctx.endpoint.handshake_failed(reason);
-            debug!(%peer, reason, error = %e, "metrics TLS handshake failed");
-            if reason != "connection_closed" && ctx.ban.failed(peer.ip()) {
-                warn!(%peer, "metrics handshakes from this address keep failing; refusing it for a while");
-            }
-            return;
-        }
-        Ok(Ok(tls)) => tls,
+    let attempt = async {
+        let outcome = tokio::select! {
+            _ = &mut ticket.evicted => Handshake::Displaced,
+            r = tokio::time::timeout(ctx.args.handshake_timeout(), acceptor.accept(stream)) => match r {
+                Err(_) => Handshake::Timeout,
+                Ok(Err(e)) => Handshake::Failed(e),
+                Ok(Ok(tls)) => Handshake::Done(Box::new(tls)),
+            },
+        };
+        (outcome, PRESENTED.with(|p| p.take()))
     };
-    let identity = client_identity(tls.get_ref().1.peer_certificates());
-    ctx.endpoint.connections_open.inc();
+    PRESENTED.scope(RefCell::new(Vec::new()), attempt).await
+}
+
+async fn serve_connection(
+    ctx: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut ticket: Ticket,
+) {
+    let endpoint = &ctx.content.endpoint;
+    let (outcome, presented) = handshake(ctx, stream, &mut ticket).await;
+    drop(ticket);
+    let tls = match outcome {
+        Handshake::Done(tls) => tls,
+        Handshake::Displaced => {
+            ctx.audit.refused(peer, &presented, "evicted");
+            return;
+        }
+        Handshake::Timeout => {
+            endpoint.handshake_failed("timeout");
+            ctx.audit.refused(peer, &presented, "timeout");
+            return;
+        }
+        Handshake::Failed(e) => {
+            let reason = handshake_failure_reason(&e);
+            endpoint.handshake_failed(reason);
+            debug!(%peer, reason, error = %e, "metrics TLS handshake failed");
+            ctx.audit.refused(peer, &presented, reason);
+            return;
+        }
+    };
+    let Ok(_permit) = ctx.verified.clone().try_acquire_owned() else {
+        endpoint.refused("max_connections");
+        ctx.audit.refused(peer, &presented, "max_connections");
+        return;
+    };
+    let identity = presented
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "unnamed".to_string());
+    endpoint.connections_open.inc();
     let service = {
         let ctx = ctx.clone();
         service_fn(move |req| {
@@ -245,16 +409,33 @@ async fn serve_connection(ctx: &Arc<Shared>, stream: tokio::net::TcpStream, peer
     };
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(Limits::HEADER_READ_TIMEOUT)
-        .max_buf_size(Limits::MAX_HEADER_BYTES)
-        .max_headers(Limits::MAX_HEADERS)
+        .header_read_timeout(ctx.args.header_read_timeout())
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     let connection = http.serve_connection(TokioIo::new(tls), service);
-    // A lifetime timeout just closes the connection; the scraper reconnects.
-    if let Ok(Err(e)) = tokio::time::timeout(Limits::CONNECTION_LIFETIME, connection).await {
+    tokio::pin!(connection);
+    let lifetime = tokio::time::sleep(ctx.args.connection_lifetime());
+    tokio::pin!(lifetime);
+    let ended = tokio::select! {
+        r = connection.as_mut() => Some(r),
+        _ = &mut lifetime => None,
+    };
+    let result = match ended {
+        Some(r) => Some(r),
+        None => {
+            // At the lifetime: no new request; the one in progress finishes
+            // (with `connection: close`), then the connection closes.
+            connection.as_mut().graceful_shutdown();
+            tokio::time::timeout(GRACEFUL_CLOSE, connection.as_mut())
+                .await
+                .ok()
+        }
+    };
+    if let Some(Err(e)) = result {
         debug!(%peer, error = %e, "metrics connection ended with an error");
     }
-    ctx.endpoint.connections_open.dec();
+    endpoint.connections_open.dec();
 }
 
 fn respond(ctx: &Shared, identity: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -274,7 +455,9 @@ fn respond(ctx: &Shared, identity: &str, req: &Request<Incoming>) -> Response<Fu
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
-    ctx.endpoint.answered(path, response.status().as_u16());
+    ctx.content
+        .endpoint
+        .answered(path, response.status().as_u16());
     response
 }
 
@@ -295,12 +478,15 @@ fn retry_after(mut r: Response<Full<Bytes>>, wait: Duration) -> Response<Full<By
     r
 }
 
+/// The paths served; anything else is 404.
+pub const PATHS: [&str; 4] = ["/metrics", "/healthz", "/livez", "/readyz"];
+
 fn route(ctx: &Shared, identity: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if path != "/metrics" && path != "/healthz" {
+    if !PATHS.contains(&path) {
         return plain(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics or /healthz\n",
+            "not found: try /metrics, /healthz, /livez or /readyz\n",
         );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -315,8 +501,24 @@ fn route(ctx: &Shared, identity: &str, req: &Request<Incoming>) -> Response<Full
             wait,
         );
     }
+    let probe = match path {
+        "/livez" => Some(ctx.content.probes.live()),
+        "/readyz" => Some(ctx.content.probes.ready()),
+        _ => None,
+    };
+    if let Some((pass, text)) = probe {
+        let mut r = Response::new(Full::new(Bytes::from(text)));
+        if !pass {
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return r;
+    }
     if path == "/healthz" {
-        let report = ctx.health.report();
+        let report = ctx.content.health.report();
         let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
         let mut r = Response::new(Full::new(Bytes::from(body)));
         if report.status == Status::Fail {
@@ -341,9 +543,24 @@ fn route(ctx: &Shared, identity: &str, req: &Request<Incoming>) -> Response<Full
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    let (content_type, body) = render(&ctx.registry, wants_openmetrics(accept));
+    let (content_type, body) = render(&ctx.content.registry, wants_openmetrics(accept));
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watcher_that_died_is_counted_and_marks_the_reload_failed() {
+        let endpoint = EndpointMetrics::default();
+        endpoint.tls_last_reload_ok.set(1);
+        let died = tokio::spawn(async { panic!("a bug in the watcher") }).await;
+        watcher_ended(&endpoint, died.err());
+        assert_eq!(endpoint.tls_last_reload_ok.get(), 0);
+        assert_eq!(endpoint.reload_watcher_restarts.get(), 1);
+    }
 }

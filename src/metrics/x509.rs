@@ -1,175 +1,82 @@
-//! The two facts the endpoint needs from an X.509 certificate that rustls
-//! does not expose: its subject alternative names (DNS and URI, for the
-//! client allow-list) and its `notAfter` (for expiry checks and metrics).
+//! The facts the endpoint reads from a certificate beyond what rustls
+//! checks: its subject alternative names (for the client allow-list, the
+//! rate-limit identity and the audit trail) and its `notAfter` (for expiry
+//! checks and metrics).
 //!
-//! A deliberately small DER walker: it reads only the fields it needs and
-//! answers `None` on anything it does not understand, which callers treat as
-//! "not allowed" / "invalid", so a malformed certificate fails closed. The
-//! certificate's signature and chain are verified by rustls/webpki, never
-//! here.
+//! Maintained parsers only: rustls-webpki (which verifies the chain) for the
+//! DNS, URI and IP SANs, x509-parser for the validity. Anything they cannot
+//! read is "no name" / "not a certificate", which callers treat as "not
+//! allowed" / "invalid": a malformed certificate fails closed, and no byte
+//! of it can panic the daemon (fuzzed: fuzz/fuzz_targets/certificate.rs).
 
-/// Subject alternative names of the kinds an allow-list may name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubjectAltName {
-    Dns(String),
-    Uri(String),
+use std::net::IpAddr;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use webpki::EndEntityCert;
+use x509_parser::extensions::GeneralName;
+
+/// `notAfter` as seconds since the Unix epoch, or `None` when `der` is not
+/// a readable X.509 certificate.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
-impl SubjectAltName {
-    pub fn value(&self) -> &str {
-        match self {
-            SubjectAltName::Dns(s) | SubjectAltName::Uri(s) => s,
-        }
-    }
-}
-
-const SEQUENCE: u8 = 0x30;
-const OID: u8 = 0x06;
-const BOOLEAN: u8 = 0x01;
-const OCTET_STRING: u8 = 0x04;
-const UTC_TIME: u8 = 0x17;
-const GENERALIZED_TIME: u8 = 0x18;
-/// `[0] EXPLICIT Version` in TBSCertificate.
-const VERSION_TAG: u8 = 0xa0;
-/// `[3] EXPLICIT Extensions` in TBSCertificate.
-const EXTENSIONS_TAG: u8 = 0xa3;
-/// GeneralName `[2] dNSName` and `[6] uniformResourceIdentifier` (implicit).
-const DNS_NAME_TAG: u8 = 0x82;
-const URI_TAG: u8 = 0x86;
-/// id-ce-subjectAltName, 2.5.29.17.
-const SAN_OID: &[u8] = &[0x55, 0x1d, 0x11];
-
-/// Reads one tag-length-value from the front of `input`.
-fn next_tlv<'a>(input: &mut &'a [u8]) -> Option<(u8, &'a [u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let (bytes, after) = rest.split_at(n);
-        rest = after;
-        bytes
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+/// The certificate's DNS, URI and IP subject alternative names, in that
+/// order, as text; empty when it has none or cannot be read.
+pub fn subject_alt_names(der: &[u8]) -> Vec<String> {
+    let cert_der = CertificateDer::from(der);
+    let Ok(cert) = EndEntityCert::try_from(&cert_der) else {
+        return Vec::new();
     };
-    if rest.len() < len {
-        return None;
-    }
-    let (body, after) = rest.split_at(len);
-    *input = after;
-    Some((tag, body))
+    let mut names: Vec<String> = cert.valid_dns_names().map(str::to_string).collect();
+    names.extend(cert.valid_uri_names().map(str::to_string));
+    names.extend(ip_sans(der).iter().map(IpAddr::to_string));
+    names
 }
 
-/// Reads a TLV that must carry `tag`.
-fn expect<'a>(input: &mut &'a [u8], tag: u8) -> Option<&'a [u8]> {
-    match next_tlv(input)? {
-        (t, body) if t == tag => Some(body),
-        _ => None,
-    }
-}
-
-/// The TBSCertificate fields after the optional version: serial, signature
-/// algorithm, issuer, validity, subject, public key, then optional parts.
-fn tbs_fields(cert_der: &[u8]) -> Option<&[u8]> {
-    let mut input = cert_der;
-    let mut cert = expect(&mut input, SEQUENCE)?;
-    let mut tbs = expect(&mut cert, SEQUENCE)?;
-    if tbs.first() == Some(&VERSION_TAG) {
-        next_tlv(&mut tbs)?;
-    }
-    Some(tbs)
-}
-
-/// `notAfter` as seconds since the Unix epoch.
-pub fn not_after(cert_der: &[u8]) -> Option<i64> {
-    let mut tbs = tbs_fields(cert_der)?;
-    for _ in 0..3 {
-        next_tlv(&mut tbs)?; // serial, signature algorithm, issuer
-    }
-    let mut validity = expect(&mut tbs, SEQUENCE)?;
-    next_tlv(&mut validity)?; // notBefore
-    let (tag, time) = next_tlv(&mut validity)?;
-    parse_time(tag, time)
-}
-
-/// DNS and URI subject alternative names; empty when there is no SAN
-/// extension, `None` when the certificate cannot be read.
-pub fn subject_alt_names(cert_der: &[u8]) -> Option<Vec<SubjectAltName>> {
-    let mut tbs = tbs_fields(cert_der)?;
-    for _ in 0..6 {
-        next_tlv(&mut tbs)?; // serial .. subjectPublicKeyInfo
-    }
-    while !tbs.is_empty() {
-        let (tag, body) = next_tlv(&mut tbs)?;
-        if tag != EXTENSIONS_TAG {
-            continue;
-        }
-        let mut wrapper = body;
-        let mut extensions = expect(&mut wrapper, SEQUENCE)?;
-        while !extensions.is_empty() {
-            let mut ext = expect(&mut extensions, SEQUENCE)?;
-            let oid = expect(&mut ext, OID)?;
-            if oid != SAN_OID {
-                continue;
-            }
-            if ext.first() == Some(&BOOLEAN) {
-                next_tlv(&mut ext)?;
-            }
-            let mut value = expect(&mut ext, OCTET_STRING)?;
-            let mut names = expect(&mut value, SEQUENCE)?;
-            let mut out = Vec::new();
-            while !names.is_empty() {
-                let (tag, body) = next_tlv(&mut names)?;
-                let text = || std::str::from_utf8(body).ok().map(str::to_string);
-                match tag {
-                    DNS_NAME_TAG => out.push(SubjectAltName::Dns(text()?)),
-                    URI_TAG => out.push(SubjectAltName::Uri(text()?)),
-                    _ => {}
-                }
-            }
-            return Some(out);
-        }
-    }
-    Some(Vec::new())
-}
-
-/// UTCTime `YYMMDDHHMMSSZ` or GeneralizedTime `YYYYMMDDHHMMSSZ`.
-fn parse_time(tag: u8, bytes: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(bytes).ok()?.strip_suffix('Z')?;
-    let (year, rest) = match tag {
-        UTC_TIME if s.len() == 12 => {
-            let yy: i64 = s[..2].parse().ok()?;
-            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &s[2..])
-        }
-        GENERALIZED_TIME if s.len() == 14 => (s[..4].parse().ok()?, &s[4..]),
-        _ => return None,
+/// IP SANs (webpki matches them but does not list them).
+fn ip_sans(der: &[u8]) -> Vec<IpAddr> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
     };
-    if !rest.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let field = |i: usize| rest[i..i + 2].parse::<i64>().ok();
-    let (month, day) = (field(0)?, field(2)?);
-    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second)
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b).ok().map(IpAddr::from),
+                16 => <[u8; 16]>::try_from(*b).ok().map(IpAddr::from),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// well-known algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// True when the certificate names `allowed` exactly: an IP address
+/// against its IP SANs, a URI (anything with `:`) against its URI SANs
+/// (case-sensitive), else a DNS name against its DNS SANs (ASCII
+/// case-insensitive, as DNS is; a wildcard SAN matches only itself). Never
+/// the subject CN.
+pub fn names(der: &[u8], allowed: &str) -> bool {
+    let cert_der = CertificateDer::from(der);
+    let Ok(cert) = EndEntityCert::try_from(&cert_der) else {
+        return false;
+    };
+    if let Ok(ip) = allowed.parse::<IpAddr>() {
+        return cert
+            .verify_is_valid_for_subject_name(&ServerName::IpAddress(ip.into()))
+            .is_ok();
+    }
+    if allowed.contains(':') {
+        return cert.valid_uri_names().any(|u| u == allowed);
+    }
+    cert.valid_dns_names()
+        .any(|d| d.eq_ignore_ascii_case(allowed))
 }
 
 #[cfg(test)]
@@ -194,57 +101,53 @@ iwfMRq1KSSr2ogvSN1n7NsuweSXCc4Y7LGdfYM8gvQAy
 
 #[cfg(test)]
 mod tests {
-    use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
     use super::*;
 
+    fn client_der() -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(CLIENT_PEM.as_bytes()).unwrap()
+    }
+
     #[test]
     fn a_real_certificate_yields_its_sans_and_not_after() {
-        let der = CertificateDer::from_pem_slice(CLIENT_PEM.as_bytes()).unwrap();
+        let der = client_der();
         assert_eq!(
             subject_alt_names(&der),
-            Some(vec![
-                SubjectAltName::Dns("prometheus.example".into()),
-                SubjectAltName::Uri("spiffe://example/prometheus".into()),
-            ])
+            ["prometheus.example", "spiffe://example/prometheus"]
         );
         assert_eq!(not_after(&der), Some(1_829_751_476));
     }
 
     #[test]
-    fn a_truncated_certificate_yields_nothing() {
-        let der = CertificateDer::from_pem_slice(CLIENT_PEM.as_bytes()).unwrap();
-        for cut in [10, 100, 300] {
-            assert_eq!(subject_alt_names(&der[..cut]), None, "cut at {cut}");
+    fn truncated_or_garbage_input_yields_nothing() {
+        let der = client_der();
+        for cut in [0, 10, 100, 300] {
+            assert!(subject_alt_names(&der[..cut]).is_empty(), "cut at {cut}");
+            assert_eq!(not_after(&der[..cut]), None, "cut at {cut}");
+            assert!(!names(&der[..cut], "prometheus.example"));
         }
+        assert_eq!(not_after(&[0x30, 0x84, 0xff, 0xff]), None);
     }
 
+    /// The byte that panicked the hand-written reader this module replaced:
+    /// a non-ASCII character inside `notAfter` (`1é000000000Z`).
     #[test]
-    fn times_convert_to_unix_seconds() {
-        assert_eq!(parse_time(UTC_TIME, b"700101000000Z"), Some(0));
-        assert_eq!(parse_time(UTC_TIME, b"000301000000Z"), Some(951_868_800));
-        assert_eq!(
-            parse_time(GENERALIZED_TIME, b"20380119031408Z"),
-            Some(2_147_483_648)
-        );
-        assert_eq!(parse_time(UTC_TIME, b"701301000000Z"), None);
-        assert_eq!(parse_time(UTC_TIME, b"7001010000Z"), None);
-    }
-
-    #[test]
-    fn garbage_is_not_a_certificate() {
-        assert_eq!(not_after(b""), None);
-        assert_eq!(subject_alt_names(&[0x30, 0x84, 0xff, 0xff]), None);
-        assert_eq!(subject_alt_names(&[0x30, 0x05, 0x30]), None);
-    }
-
-    #[test]
-    fn lengths_beyond_the_input_are_refused() {
-        let mut input: &[u8] = &[0x04, 0x81, 0x05, 1, 2];
-        assert_eq!(next_tlv(&mut input), None);
-        let mut input: &[u8] = &[0x04, 0x02, 1, 2, 3];
-        assert_eq!(next_tlv(&mut input), Some((0x04, &[1u8, 2][..])));
-        assert_eq!(input, &[3]);
+    fn a_non_ascii_byte_in_not_after_is_not_a_certificate() {
+        let mut der = client_der().to_vec();
+        let at = der
+            .windows(15)
+            .filter(|w| w[0] == 0x17 && w[1] == 0x0d)
+            .count();
+        assert_eq!(at, 2, "notBefore and notAfter are UTCTime");
+        let pos = der
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w == &[0x17, 0x0d])
+            .nth(1)
+            .unwrap()
+            .0;
+        der[pos + 2..pos + 15].copy_from_slice("1é000000000Z".as_bytes());
+        assert_eq!(not_after(&der), None);
     }
 }

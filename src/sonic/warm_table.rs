@@ -159,6 +159,7 @@ pub async fn check_warm_start(
     let outcome = reading.value;
     set_restore_count(conn, state, outcome.restore_count).await?;
     info!(
+        event = "warm_restart_check",
         warm = outcome.warm,
         restore_count = outcome.restore_count,
         "warm start check done"

@@ -17,9 +17,11 @@ use crate::common::{Bed, DEADLINE, Daemon, Netns, wait_for, wait_until};
 
 /// Where the daemon listens inside the test's namespace (each test has its
 /// own namespace, so the port never clashes).
-pub const LISTEN: &str = "[::1]:9090";
-pub const METRICS_URL: &str = "https://[::1]:9090/metrics";
-pub const HEALTH_URL: &str = "https://[::1]:9090/healthz";
+pub const LISTEN: &str = "[::1]:7493";
+pub const METRICS_URL: &str = "https://[::1]:7493/metrics";
+pub const HEALTH_URL: &str = "https://[::1]:7493/healthz";
+pub const LIVE_URL: &str = "https://[::1]:7493/livez";
+pub const READY_URL: &str = "https://[::1]:7493/readyz";
 
 const GEN_CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs-example/gen-certs.sh");
 const TEST_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/test-ca.sh");
@@ -86,9 +88,31 @@ impl Certs {
         uri: &str,
         window: Option<(&str, &str)>,
     ) -> (PathBuf, PathBuf) {
+        self.sign(name, &[("CN", cn)], dns, uri, window)
+    }
+
+    /// A client certificate with an IP SAN besides its DNS and URI SANs.
+    pub fn sign_client_with_ip(
+        &self,
+        name: &str,
+        dns: &str,
+        uri: &str,
+        ip: &str,
+    ) -> (PathBuf, PathBuf) {
+        self.sign(name, &[("CN", dns), ("IP", ip)], dns, uri, None)
+    }
+
+    fn sign(
+        &self,
+        name: &str,
+        env: &[(&str, &str)],
+        dns: &str,
+        uri: &str,
+        window: Option<(&str, &str)>,
+    ) -> (PathBuf, PathBuf) {
         let prefix = self.path(name);
         let mut cmd = Command::new("bash");
-        cmd.env("CN", cn);
+        cmd.envs(env.iter().copied());
         cmd.args([TEST_CA, "sign"])
             .arg(self.dir.path())
             .arg(&prefix)
@@ -146,6 +170,24 @@ impl Certs {
     }
 }
 
+/// Runs `f` on a new thread inside `ns` (setns changes only that thread's
+/// network namespace; sockets it opens stay in `ns`).
+pub fn spawn_in_ns<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{}", ns.name());
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on a valid namespace fd; it changes only this
+        // thread's network namespace.
+        let rc =
+            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&netns), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}");
+        f()
+    })
+}
+
 /// `ip netns exec NS program`.
 pub fn in_ns(ns: &Netns, program: &str) -> Command {
     let mut cmd = Command::new("ip");
@@ -158,6 +200,17 @@ pub fn in_ns(ns: &Netns, program: &str) -> Command {
 /// bed's ports that have no netdev yet (as syncd does, so start-up
 /// completes).
 pub fn start_daemon(bed: &Bed, certs: &Certs, extra: &[&str]) -> Daemon {
+    start_daemon_waiting_for(bed, certs, extra, "metrics endpoint listening")
+}
+
+/// As [`start_daemon`], waiting for `endpoint_says` in the log instead of
+/// "metrics endpoint listening" (e.g. for an endpoint that stays closed).
+pub fn start_daemon_waiting_for(
+    bed: &Bed,
+    certs: &Certs,
+    extra: &[&str],
+    endpoint_says: &str,
+) -> Daemon {
     let args = certs.daemon_args(extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut daemon = Daemon::start(&bed.ns, bed.redis.db_config(), &args);
@@ -166,11 +219,11 @@ pub fn start_daemon(bed: &Bed, certs: &Certs, extra: &[&str]) -> Daemon {
     // ports are created only after it.
     wait_until(
         DEADLINE,
-        "the endpoint to listen and the initial dump to end",
+        &format!("{endpoint_says:?} and the end of the initial dump"),
         || {
             daemon.assert_alive();
             let log = daemon.log();
-            log.contains("metrics endpoint listening") && log.contains("end of initial link update")
+            log.contains(endpoint_says) && log.contains("end of initial link update")
         },
     );
     // Like syncd, create the netdevs once orchagent (here the consumer) has
@@ -206,7 +259,7 @@ pub fn curl(
 ) -> Curl {
     let body = tempfile::NamedTempFile::new().unwrap();
     let mut cmd = in_ns(ns, "curl");
-    cmd.args(["-sS", "--max-time", "10", "--tlsv1.3", "--cacert"])
+    cmd.args(["-sS", "-g", "--max-time", "10", "--tlsv1.3", "--cacert"])
         .arg(ca)
         .arg("-o")
         .arg(body.path())

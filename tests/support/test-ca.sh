@@ -5,7 +5,8 @@
 #       a P-384 client certificate (OUT_PREFIX.crt/.key) with a DNS and a URI
 #       SAN; dates as YYYYMMDDHHMMSSZ (default now .. +30 days), so an
 #       expired one can be made (`openssl x509 -days` cannot go back in
-#       time); CN defaults to DNS, or set CN=... in the environment.
+#       time); CN defaults to DNS, or set CN=... in the environment; IP=...
+#       adds an IP SAN.
 #   test-ca.sh revoke CA_DIR CERT OUT_CRL
 #       a CRL that revokes CERT.
 set -euo pipefail
@@ -36,7 +37,7 @@ commonName = supplied
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature
 extendedKeyUsage = clientAuth
-subjectAltName = DNS:$1,URI:$2
+subjectAltName = DNS:$1,URI:$2${IP:+,IP:$IP}
 CNF
 }
 ca() { # ca ARGS...: openssl ca with this CA, its log shown on failure
