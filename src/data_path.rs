@@ -337,6 +337,10 @@ impl Core {
                     debug!(key = %String::from_utf8_lossy(key), "APPL_DB PORT_TABLE entry produced");
                 }
                 Landed::StateHash(key) => debug!(key, "STATE_DB entry written"),
+                Landed::NotConfigured(port) => {
+                    self.metrics.state_writes_skipped_unconfigured.inc();
+                    debug!(port = %port, "not in APPL_DB PORT_TABLE yet; its STATE_DB row waits");
+                }
                 Landed::Refused {
                     key,
                     failures,

@@ -47,6 +47,9 @@ pub enum Landed {
         port: PortName,
         existed: bool,
     },
+    /// The port is not configured yet: its row waits, and is asked about
+    /// again every [`CONFIGURED_POLL`].
+    NotConfigured(PortName),
     Appl(Vec<u8>),
     StateHash(String),
     /// A key Redis refused; it waits out its own backoff.
@@ -484,6 +487,7 @@ impl Writer {
                         }
                         (Some(_), Some(rest)) => {
                             queue.partly_done(&taken, rest, Some(now + CONFIGURED_POLL));
+                            landed.push(Landed::NotConfigured(port));
                         }
                         _ => queue.acked(&taken),
                     }

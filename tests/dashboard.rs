@@ -30,26 +30,13 @@ const VARIABLES: [(&str, &str); 5] = [
     ("$job", "portsyncd"),
 ];
 
-/// The standard process metric names the dashboard and the rules use,
-/// and the names today's endpoint gives them. The metrics endpoint's
-/// rewrite (prometheus-client 0.26) renames them to the standard ones;
-/// until it lands, a query on them is also tried with the old names, the
-/// test says so on stderr, and it still fails if neither returns data.
-const AWAITING_RENAME: [(&str, &str); 5] = [
-    (
-        "process_cpu_seconds_total",
-        "portsyncd_process_cpu_seconds_total",
-    ),
-    (
-        "process_resident_memory_bytes",
-        "portsyncd_process_resident_memory_bytes",
-    ),
-    (
-        "process_start_time_seconds",
-        "portsyncd_process_start_time_seconds",
-    ),
-    ("process_open_fds", "portsyncd_process_open_fds"),
-    ("process_max_fds", "portsyncd_process_max_fds"),
+/// The standard process metric names the dashboard and the rules use.
+const PROCESS_METRICS: [&str; 5] = [
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_open_fds",
+    "process_max_fds",
 ];
 
 /// (panel title, query) for every target of every panel; rows have none,
@@ -90,17 +77,6 @@ fn with_variables(expr: &str) -> String {
     }
     assert!(!q.contains('$'), "an unknown variable in {expr}");
     q
-}
-
-/// `expr` with the standard process names replaced by today's.
-fn with_old_process_names(expr: &str) -> Option<String> {
-    let renamed = AWAITING_RENAME
-        .iter()
-        .filter(|(standard, _)| expr.contains(standard))
-        .fold(expr.to_string(), |q, (standard, old)| {
-            q.replace(standard, old)
-        });
-    (renamed != expr).then_some(renamed)
 }
 
 /// A daemon with two ports, scraped by a real Prometheus, that has seen
@@ -161,21 +137,14 @@ fn every_dashboard_panel_query_returns_data_from_a_real_prometheus() {
     let busy = Busy::start();
     let prometheus = &busy.prometheus;
 
-    // Every query returns data; a process panel may need today's names.
+    // Every query returns data.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut notes = BTreeSet::new();
     loop {
         let mut empty = Vec::new();
         for (title, expr) in &queries {
             let q = with_variables(expr);
-            if !prometheus.query(&q).is_empty() {
-                continue;
-            }
-            match with_old_process_names(&q) {
-                Some(old) if !prometheus.query(&old).is_empty() => {
-                    notes.insert(format!("{title}: {q} has data only as {old}"));
-                }
-                _ => empty.push(format!("{title}: {q}")),
+            if prometheus.query(&q).is_empty() {
+                empty.push(format!("{title}: {q}"));
             }
         }
         if empty.is_empty() {
@@ -187,9 +156,6 @@ fn every_dashboard_panel_query_returns_data_from_a_real_prometheus() {
             empty.join("\n")
         );
         std::thread::sleep(Duration::from_millis(500));
-    }
-    for note in notes {
-        eprintln!("NOTE (until the process metrics are renamed): {note}");
     }
 }
 
@@ -205,7 +171,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
                 .find(|&j| !word(bytes[j]))
                 .unwrap_or(bytes.len());
             let name = &text[i..end];
-            let standard = AWAITING_RENAME.iter().any(|(s, _)| *s == name);
+            let standard = PROCESS_METRICS.contains(&name);
             if name.starts_with("portsyncd_") || standard {
                 names.insert(name.to_string());
             }
@@ -297,13 +263,7 @@ fn alert_rules_and_dashboard_name_only_metrics_the_daemon_exports() {
                 );
                 continue;
             }
-            let old = AWAITING_RENAME.iter().find(|(s, _)| *s == name);
-            match old {
-                Some((_, old)) if exported.contains(*old) => eprintln!(
-                    "NOTE (until the process metrics are renamed): {file} uses {name}, exported today as {old}"
-                ),
-                _ => panic!("{file} uses {name}, which the daemon does not export"),
-            }
+            panic!("{file} uses {name}, which the daemon does not export");
         }
     }
 }

@@ -142,6 +142,7 @@ fn good_client_gets_metrics_promtool_accepts_and_healthz_passes() {
             "redis",
             "netlink",
             "queue",
+            "redis_keys",
             "ports_initialised",
             "warm_restart",
             "certificates"

@@ -109,6 +109,18 @@ impl Health {
         } else {
             check("queue", Status::Pass, detail)
         });
+        let failing = m.redis_keys_failing.get();
+        checks.push(if failing > 0 {
+            check(
+                "redis_keys",
+                Status::Warn,
+                format!(
+                    "Redis refuses {failing} key(s); each is retried on its own schedule and named in the log"
+                ),
+            )
+        } else {
+            check("redis_keys", Status::Pass, "every key is written")
+        });
         checks.push(if m.port_init_done.get() == 1 {
             check("ports_initialised", Status::Pass, "PortInitDone written")
         } else {
