@@ -207,7 +207,18 @@ mod tests {
         let (m, e) = healthy();
         let r = Health::new(m, e, 100).report();
         assert_eq!(r.status, Status::Pass, "{r:?}");
-        assert_eq!(r.checks.len(), 6);
+        assert_eq!(r.checks.len(), 7);
+    }
+
+    #[test]
+    fn a_key_redis_refuses_warns_and_names_the_count() {
+        let (m, e) = healthy();
+        let h = Health::new(m.clone(), e, 100);
+        m.redis_keys_failing.set(2);
+        let r = h.report();
+        assert_eq!(r.status, Status::Warn);
+        let check = r.checks.iter().find(|c| c.name == "redis_keys").unwrap();
+        assert!(check.detail.contains("2 key(s)"), "{}", check.detail);
     }
 
     #[test]
