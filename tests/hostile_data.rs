@@ -248,17 +248,31 @@ fn a_recreated_port_gets_its_full_write() {
 }
 
 /// The old interfaces of a cold start are the netdevs present when the
-/// daemon started (one snapshot): a port created right after start, while
-/// the first dump may still run, is a real port and is written.
+/// daemon started (one snapshot, as upstream's `if_nameindex()`), not every
+/// netdev reported until the first clean dump ends. With 300 other links
+/// the start-up dump takes several datagrams, and links changing meanwhile
+/// interrupt it (NLM_F_DUMP_INTR) so it is repeated: a port created right
+/// after start, during those dumps, is still a real port and is written,
+/// while the old interface is brought down and ignored.
 #[test]
 fn a_netdev_created_after_start_is_a_port_not_an_old_interface() {
     let bed = Bed::new(&["Ethernet0", "Ethernet4"]);
+    let others: Vec<String> = (0..150)
+        .map(|i| format!("link add vx{i} type veth peer name vy{i}"))
+        .collect();
+    bed.ns.batch(&others);
     bed.ns.add_port("Ethernet0");
     let mut daemon = bed.daemon();
     wait_until(DEADLINE, "the netlink socket to open", || {
         daemon.log().contains("netlink socket open")
     });
-    bed.ns.add_port("Ethernet4");
+    let churn: Vec<String> = (0..150)
+        .flat_map(|i| [format!("link set vx{i} up"), format!("link set vx{i} down")])
+        .collect();
+    std::thread::scope(|s| {
+        s.spawn(|| bed.ns.batch(&churn));
+        bed.ns.add_port("Ethernet4");
+    });
     bed.redis.wait_configured(&["Ethernet0", "Ethernet4"]);
     bed.wait_all_match_kernel(DEADLINE, &["Ethernet4"]);
     wait_until(DEADLINE, "the old interface to be brought down", || {
