@@ -48,7 +48,7 @@ bash "$REPO/certs-example/gen-certs.sh" "$TMP/certs" >/dev/null
 C=$TMP/certs
 ip netns add "$NS"
 ip -n "$NS" link set lo up
-ip netns exec "$NS" "$BIN" --db-config "$TMP/db.json" --metrics-listen '[::1]:9090' \
+ip netns exec "$NS" "$BIN" --db-config "$TMP/db.json" --metrics-listen '[::1]:7493' \
     --metrics-cert "$C/server.crt" --metrics-key "$C/server.key" --metrics-ca "$C/ca.crt" \
     >"$TMP/daemon.log" 2>&1 &
 DAEMON_PID=$!
@@ -66,7 +66,7 @@ ip -n "$NS" -batch "$batch"
 
 scrape() {
     ip netns exec "$NS" curl -sS --tlsv1.3 --cacert "$C/ca.crt" --cert "$C/client.crt" \
-        --key "$C/client.key" "$@" https://[::1]:9090/metrics
+        --key "$C/client.key" "$@" https://[::1]:7493/metrics
 }
 until scrape 2>/dev/null | grep -q '^portsyncd_port_init_done 1'; do sleep 0.2; done
 body=$(scrape)

@@ -148,10 +148,11 @@ say "certificates for the metrics endpoint (certs-example/gen-certs.sh)"
 bash "$REPO/certs-example/gen-certs.sh" "$TMP/certs" >/dev/null
 ls "$TMP/certs" | paste -sd' '
 
-# The namespace has its own loopback, so [::1]:9090 never clashes with the host.
+# The default port (7493), given explicitly; the namespace has its own
+# loopback, so it never clashes with the host.
 start_daemon() {
     ip netns exec "$NS" "$BIN" --db-config "$CFG" --log-level info --log-output stderr \
-        --metrics-listen '[::1]:9090' --metrics-cert "$TMP/certs/server.crt" \
+        --metrics-listen '[::1]:7493' --metrics-cert "$TMP/certs/server.crt" \
         --metrics-key "$TMP/certs/server.key" --metrics-ca "$TMP/certs/ca.crt" \
         --metrics-allow-client prometheus.example \
         2>>"$TMP/portsyncd.log" &
@@ -159,10 +160,10 @@ start_daemon() {
 }
 scrape() {
     ip netns exec "$NS" curl -sS --tlsv1.3 --cacert "$TMP/certs/ca.crt" \
-        --cert "$TMP/certs/client.crt" --key "$TMP/certs/client.key" "https://[::1]:9090$1"
+        --cert "$TMP/certs/client.crt" --key "$TMP/certs/client.key" "https://[::1]:7493$1"
 }
 
-say "starting portsyncd in netns $NS (metrics on https://[::1]:9090, mTLS)"
+say "starting portsyncd in netns $NS (metrics on https://[::1]:7493, mTLS)"
 T0=$(now_ms)
 start_daemon
 
@@ -259,7 +260,7 @@ echo
 say "GET /metrics (a few of the samples)"
 scrape /metrics | grep -E '^portsyncd_(port_(oper|admin)_status\{port="Ethernet0"\}|link_events_received_total|redis_up|port_init_done) '
 echo "without a client certificate:"
-ip netns exec "$NS" curl -sS --tlsv1.3 --cacert "$TMP/certs/ca.crt" "https://[::1]:9090/metrics" 2>&1 | tail -n 1 || true
+ip netns exec "$NS" curl -sS --tlsv1.3 --cacert "$TMP/certs/ca.crt" "https://[::1]:7493/metrics" 2>&1 | tail -n 1 || true
 
 # --- warm restart: nothing changed, nothing written ---------------------------
 say "warm restart (WARM_RESTART_ENABLE_TABLE|system enable=true)"
