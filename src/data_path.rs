@@ -9,14 +9,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, error, info, warn};
 
 use crate::metrics::{Metrics, PortLabels};
-use crate::netlink::{
-    LinkChange, LinkSocket, NetlinkItem, ParseStats, RecvOutcome, parse_datagram,
-};
+use crate::netlink::{LinkSocket, NetlinkItem, ParseStats, RecvOutcome, parse_datagram};
 use crate::port_name::PortName;
 use crate::queue::{CoalescingQueue, Key, Op};
 use crate::sync::{Decision, SyncRules};
@@ -43,10 +40,12 @@ enum Dump {
     Running { seq: u32, again: bool },
 }
 
-/// A port's metric handles, made once so the hot path only adds.
+/// A port's metric labels and flap counter, made once so the hot path
+/// allocates nothing. The state gauges are looked up by these labels each
+/// time: a deleted port's series is removed, and must come back when the
+/// port does.
 struct PortGauges {
-    oper: Gauge,
-    admin: Gauge,
+    labels: PortLabels,
     flaps: Counter,
     last_oper: Option<bool>,
 }
@@ -187,7 +186,6 @@ impl Core {
                     }
                     Decision::Delete { port } => {
                         self.metrics.link_events_processed.inc();
-                        debug_assert_eq!(event.change, LinkChange::Del);
                         self.delete_row(port, now);
                     }
                 }
@@ -224,9 +222,8 @@ impl Core {
                 port: port.to_string(),
             };
             PortGauges {
-                oper: metrics.port_oper_status.get_or_create(&labels).clone(),
-                admin: metrics.port_admin_status.get_or_create(&labels).clone(),
                 flaps: metrics.port_flaps.get_or_create(&labels).clone(),
+                labels,
                 last_oper: None,
             }
         });
@@ -306,8 +303,13 @@ impl Core {
                         .event_latency
                         .observe(now.saturating_duration_since(*since).as_secs_f64());
                     if let Some(g) = self.ports.get(port) {
-                        g.oper.set(i64::from(*oper_up));
-                        g.admin.set(i64::from(*admin_up));
+                        let m = &self.metrics;
+                        m.port_oper_status
+                            .get_or_create(&g.labels)
+                            .set(i64::from(*oper_up));
+                        m.port_admin_status
+                            .get_or_create(&g.labels)
+                            .set(i64::from(*admin_up));
                     }
                     if *fields == 0 {
                         self.metrics.warm.state_rows_unchanged.inc();
@@ -318,11 +320,10 @@ impl Core {
                     }
                 }
                 Landed::RowDeleted { port, existed } => {
-                    let labels = PortLabels {
-                        port: port.to_string(),
-                    };
-                    self.metrics.port_oper_status.remove(&labels);
-                    self.metrics.port_admin_status.remove(&labels);
+                    if let Some(g) = self.ports.get(port) {
+                        self.metrics.port_oper_status.remove(&g.labels);
+                        self.metrics.port_admin_status.remove(&g.labels);
+                    }
                     self.metrics.redis_keys_written.inc();
                     if *existed {
                         self.metrics.warm.state_rows_deleted.inc();

@@ -1021,3 +1021,24 @@ fn limits_set_in_the_toml_file_take_effect() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("metrics_max_unverified"), "{err}");
 }
+
+/// A port whose netdev is deleted loses its state series; when the netdev
+/// comes back, so do they (the data path keeps the labels, not detached
+/// gauges).
+#[test]
+fn a_recreated_ports_state_series_come_back() {
+    let bed = Bed::new(&["Ethernet0"]);
+    let certs = Certs::new();
+    let _daemon = start_daemon(&bed, &certs, &[]);
+    let series = "portsyncd_port_admin_status{port=\"Ethernet0\"}";
+    bed.ns.set_up("Ethernet0");
+    wait_sample_at_least(&bed.ns, &certs, series, 1.0);
+    bed.ns.del_link("Ethernet0");
+    wait_until(DEADLINE, "the series to go with the row", || {
+        !bed.redis.exists(common::STATE_DB, "PORT_TABLE|Ethernet0")
+            && sample(&scrape(&bed.ns, &certs), series).is_none()
+    });
+    bed.ns.add_port("Ethernet0");
+    bed.ns.set_up("Ethernet0");
+    wait_sample_at_least(&bed.ns, &certs, series, 1.0);
+}
