@@ -71,8 +71,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut after_data_loss = false;
     loop {
         let started = Instant::now();
-        let Some((inputs, conns)) =
-            until(&mut shutdown, read_inputs(&cli, &layout, after_data_loss)).await
+        let Some((inputs, conns)) = until(
+            &mut shutdown,
+            read_inputs(&cli, &layout, after_data_loss, &liveness),
+        )
+        .await
         else {
             return Ok(());
         };
@@ -135,6 +138,7 @@ async fn read_inputs(
     cli: &Cli,
     layout: &DbLayout,
     after_data_loss: bool,
+    liveness: &systemd::Liveness,
 ) -> (StartupInputs, Conns) {
     let client = |db| client_for(db, cli.redis_tcp).expect("clients were checked at start");
     let (config, state, appl) = (
@@ -144,9 +148,12 @@ async fn read_inputs(
     );
     let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
-        let mut config_conn = connect_with_retry(&config, "CONFIG_DB").await;
-        let mut state_conn = connect_with_retry(&state, "STATE_DB").await;
-        let appl_conn = connect_with_retry(&appl, "APPL_DB").await;
+        // Waiting for Redis (or for CONFIG_DB after a data loss) is progress
+        // the watchdog must not mistake for a wedge.
+        let beat = || liveness.data_path.beat();
+        let mut config_conn = connect_with_retry(&config, "CONFIG_DB", &beat).await;
+        let mut state_conn = connect_with_retry(&state, "STATE_DB", &beat).await;
+        let appl_conn = connect_with_retry(&appl, "APPL_DB", &beat).await;
         if after_data_loss {
             match startup::read_ports(&mut config_conn, layout).await {
                 Ok(ports) if ports.is_empty() => {

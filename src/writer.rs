@@ -373,6 +373,7 @@ impl Writer {
                 }
             }
         }
+        let mut pinged = false;
         if self.check_markers && state_up && appl_up {
             if let Some(key) = &self.markers.state {
                 state.cmd("EXISTS").arg(key.as_str());
@@ -381,12 +382,17 @@ impl Writer {
             }
             if let Some((consumed, staged)) = &self.markers.appl {
                 appl.cmd("EXISTS").arg(consumed).arg(staged);
-                n_appl += 1;
-                round.appl_marker = Some(n_appl - 1);
+                round.appl_marker = Some(n_appl);
+            } else {
+                // No marker yet: a PING keeps the connection (and redis_up)
+                // honest all the same.
+                appl.cmd("PING");
             }
+            n_appl += 1;
+            pinged = true;
             self.check_markers = false;
         }
-        if round.plans.is_empty() && round.state_marker.is_none() && round.appl_marker.is_none() {
+        if round.plans.is_empty() && !pinged {
             return None;
         }
         if n_appl == usize::from(appl_script_load) {

@@ -53,9 +53,16 @@ pub async fn connect(client: &Client) -> redis::RedisResult<MultiplexedConnectio
 /// Connects, waiting out a Redis that is not there yet: at start-up on a
 /// switch the database container may still be coming up, and exiting would
 /// only make supervisord restart the whole swss container.
-pub async fn connect_with_retry(client: &Client, what: &str) -> MultiplexedConnection {
+/// `beat` is called before every attempt: waiting for Redis is progress
+/// that the watchdog must not take for a wedge.
+pub async fn connect_with_retry(
+    client: &Client,
+    what: &str,
+    beat: &dyn Fn(),
+) -> MultiplexedConnection {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
+        beat();
         match connect(client).await {
             Ok(conn) => return conn,
             Err(e) => {
