@@ -233,6 +233,9 @@ fn open_socket(
     socket
         .set_nonblocking()
         .context("cannot make the netlink socket non-blocking")?;
+    if let Err(e) = socket.keep_only_ports() {
+        warn!(error = %e, "cannot attach the netlink socket filter; every link message is read and the rules sort them");
+    }
     metrics
         .netlink_receive_buffer_bytes
         .set(i64::try_from(socket.granted_rcvbuf).unwrap_or(i64::MAX));

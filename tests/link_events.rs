@@ -258,3 +258,31 @@ fn old_interface_is_brought_down_and_ignored_until_recreated() {
     assert!(ns.link("Ethernet0").unwrap().admin_up);
     daemon.assert_alive();
 }
+
+/// Notifications of netdevs that are not ports (a veth peer, another veth)
+/// are dropped in the kernel by the socket's filter: the daemon never reads
+/// them, while the ports' own messages still arrive.
+#[test]
+fn the_kernel_drops_notifications_of_links_that_are_not_ports() {
+    let bed = Bed::new(&["Ethernet0"]);
+    bed.ns
+        .ip(&["link", "add", "vx0", "type", "veth", "peer", "name", "vy0"]);
+    let mut daemon = bed.daemon();
+    bed.redis.wait_configured(&["Ethernet0"]);
+    bed.ns.add_port("Ethernet0");
+    bed.wait_all_match_kernel(DEADLINE, &["Ethernet0"]);
+    let before = daemon.log().len();
+    for _ in 0..3 {
+        bed.ns.set_up("vx0");
+        bed.ns.set_down("vx0");
+    }
+    bed.ns.set_up("Ethernet0");
+    bed.redis.wait_state("Ethernet0", &[("admin_status", "up")]);
+    let after = daemon.log()[before..].to_string();
+    assert!(after.contains("link=Ethernet0"), "{after}");
+    assert!(
+        !after.contains("link=vx0") && !after.contains("link=vy0"),
+        "notifications of other links reached the daemon:\n{after}"
+    );
+    daemon.assert_alive();
+}

@@ -16,6 +16,9 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use super::parse::{NetlinkItem, ParseStats, parse_datagram};
 
+/// NLM_F_MULTI: a message of a multipart (dump) reply.
+const NLM_F_MULTI: u16 = 0x2;
+
 /// Large enough for any datagram the kernel sends for link dumps.
 const RECV_BUFFER: usize = 256 * 1024;
 
@@ -62,6 +65,44 @@ impl LinkSocket {
         })
     }
 
+    /// Has the kernel drop, before they are queued to this socket, link
+    /// notifications of netdevs whose name starts with neither `Ethe` nor
+    /// `Port` (veth peers, bridges, `lo`...): the rules would ignore them
+    /// anyway (rule 1), and during a storm they are a third or more of what
+    /// the kernel sends. Everything else passes: dump replies (NLM_F_MULTI;
+    /// a notification can carry the sequence number of the request that
+    /// caused it, so that cannot tell them apart), NLMSG_DONE and errors,
+    /// any message whose first attribute is not IFLA_IFNAME (the kernel
+    /// always puts it first).
+    pub fn keep_only_ports(&self) -> io::Result<()> {
+        // Classic BPF reads netlink headers as big-endian words: compare
+        // against host-order constants read the same way.
+        let be16 = |v: u16| u32::from(u16::from_be_bytes(v.to_ne_bytes()));
+        let ifname = be16(libc::IFLA_IFNAME);
+        let prefix = |p: &[u8; 4]| u32::from_be_bytes(*p);
+        let program = [
+            bpf_stmt(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 4), // nlmsg_type
+            bpf_jump(libc::BPF_JEQ, be16(libc::RTM_NEWLINK), 1, 0),
+            bpf_jump(libc::BPF_JEQ, be16(libc::RTM_DELLINK), 0, 7),
+            bpf_stmt(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 6), // nlmsg_flags
+            bpf_jump(libc::BPF_JSET, be16(NLM_F_MULTI), 5, 0),
+            bpf_stmt(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 34), // first nla_type
+            bpf_jump(libc::BPF_JEQ, ifname, 0, 3),
+            bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 36), // name[0..4]
+            bpf_jump(libc::BPF_JEQ, prefix(b"Ethe"), 1, 0),
+            bpf_jump(libc::BPF_JEQ, prefix(b"Port"), 0, 1),
+            bpf_stmt(libc::BPF_RET | libc::BPF_K, u32::MAX), // keep all of it
+            bpf_stmt(libc::BPF_RET | libc::BPF_K, 0),        // drop
+        ];
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_ptr().cast_mut(),
+        };
+        // `fprog` points into `program`, which outlives the call; the kernel
+        // copies the program.
+        set_option(&self.socket, libc::SO_ATTACH_FILTER, &fprog)
+    }
+
     /// Makes [`recv`](Self::recv) return [`RecvOutcome::Idle`] at once when
     /// nothing is queued, for an event loop that waits for readiness.
     pub fn set_nonblocking(&mut self) -> io::Result<()> {
@@ -96,6 +137,24 @@ impl LinkSocket {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn bpf_jump(op: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: (libc::BPF_JMP | op | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
     }
 }
 
