@@ -70,7 +70,8 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     pub netlink_rcvbuf: usize,
 
-    /// Most distinct keys waiting for Redis before the netlink thread waits.
+    /// Most distinct keys waiting for Redis before the data path stops
+    /// reading netlink (an overrun then, repaired by a re-dump).
     #[arg(long, value_name = "KEYS", default_value_t = 65_536,
           value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub queue_capacity: u64,
