@@ -331,13 +331,6 @@ impl CoalescingQueue {
             .min()
     }
 
-    /// True when some entry can be sent now.
-    pub fn has_due(&self, now: Instant) -> bool {
-        self.entries
-            .values()
-            .any(|e| !e.in_flight && e.not_before.is_none_or(|t| t <= now))
-    }
-
     /// Keys Redis refused on their last try.
     pub fn failing(&self) -> impl Iterator<Item = &Key> {
         self.entries
@@ -383,20 +376,6 @@ impl CoalescingQueue {
         self.entries
             .values()
             .all(|e| e.first_unacked >= mark || e.failures > 0 || e.not_before.is_some())
-    }
-
-    /// Age of the oldest entry, for health and logs.
-    pub fn oldest_age(&self, now: Instant) -> Option<Duration> {
-        self.entries
-            .values()
-            .map(|e| now.saturating_duration_since(e.since))
-            .max()
-    }
-
-    /// Forgets everything (Redis lost its data: the start-up runs again).
-    pub fn clear(&mut self) {
-        self.entries.clear();
-        self.order.clear();
     }
 }
 
@@ -557,7 +536,7 @@ mod tests {
         assert_eq!(take(&mut q, now + Duration::from_secs(1)).len(), 2);
         q.returned(&t[0]);
         q.push(port("Ethernet0"), Op::port_set(state(false), false), now);
-        assert!(q.has_due(now));
+        assert_eq!(take(&mut q, now).len(), 1, "a newer write is due at once");
     }
 
     #[test]

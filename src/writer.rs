@@ -129,7 +129,6 @@ pub struct Round {
     appl_marker: Option<usize>,
     /// The APPL pipeline starts with SCRIPT LOAD.
     appl_script_load: bool,
-    pub keys: usize,
     /// When the round was sent, for the round-trip metric.
     pub sent: Instant,
 }
@@ -281,7 +280,6 @@ impl Writer {
             state_marker: None,
             appl_marker: None,
             appl_script_load,
-            keys: taken.len(),
             sent: now,
         };
         for taken in taken {
