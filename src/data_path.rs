@@ -63,8 +63,6 @@ pub struct Core {
     stats: ParseStats,
     ports: HashMap<PortName, PortGauges>,
     landed: Vec<Landed>,
-    /// Keys refused and not yet written since, for the log and health.
-    failing: usize,
 }
 
 impl Core {
@@ -86,7 +84,6 @@ impl Core {
             stats: ParseStats::default(),
             ports: HashMap::new(),
             landed: Vec::new(),
-            failing: 0,
         }
     }
 
@@ -353,11 +350,9 @@ impl Core {
                 }
             }
         }
-        let failing = self.queue.failing().count();
-        if failing != self.failing {
-            self.failing = failing;
-            self.metrics.redis_keys_failing.set(failing as i64);
-        }
+        self.metrics
+            .redis_keys_failing
+            .set(self.queue.failing().count() as i64);
         self.progress.tick(&mut self.queue, now);
     }
 }
