@@ -62,6 +62,9 @@ fn bytes_that_are_not_utf8_are_copied_byte_for_byte() {
     let mut want = fields.clone();
     want.sort();
     assert_eq!(hgetall_bytes(&bed.redis, APPL_DB, &appl_key), want);
+    // PortConfigDone follows the ports it counts; the consumer pops it a
+    // moment later.
+    bed.redis.wait_configured(&["Ethernet0", "PortConfigDone"]);
     let eth0 = hgetall_bytes(&bed.redis, APPL_DB, b"PORT_TABLE:Ethernet0");
     assert!(eth0.contains(&(b"description".to_vec(), b"\xc3\x28 bad utf8".to_vec())));
     assert_eq!(
