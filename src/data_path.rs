@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, error, info, warn};
 
@@ -40,14 +41,16 @@ enum Dump {
     Running { seq: u32, again: bool },
 }
 
-/// A port's metric labels and flap counter, made once so the hot path
-/// allocates nothing. The state gauges are looked up by these labels each
-/// time: a deleted port's series is removed, and must come back when the
-/// port does.
+/// A port's metric labels, flap counter and state gauges, made once so the
+/// hot path allocates and hashes nothing. A deleted port's state series are
+/// removed from the registry and the gauges forgotten, so they come back
+/// (looked up again) with the port's next row.
 struct PortGauges {
     labels: PortLabels,
     flaps: Counter,
     last_oper: Option<bool>,
+    /// oper and admin status, while the series exist.
+    state: Option<(Gauge, Gauge)>,
 }
 
 /// Everything but the socket, so a datagram borrowed from the socket's
@@ -222,6 +225,7 @@ impl Core {
                 flaps: metrics.port_flaps.get_or_create(&labels).clone(),
                 labels,
                 last_oper: None,
+                state: None,
             }
         });
         if gauges.last_oper.is_some_and(|was| was != oper_up) {
@@ -299,14 +303,16 @@ impl Core {
                     self.metrics
                         .event_latency
                         .observe(now.saturating_duration_since(*since).as_secs_f64());
-                    if let Some(g) = self.ports.get(port) {
+                    if let Some(g) = self.ports.get_mut(port) {
                         let m = &self.metrics;
-                        m.port_oper_status
-                            .get_or_create(&g.labels)
-                            .set(i64::from(*oper_up));
-                        m.port_admin_status
-                            .get_or_create(&g.labels)
-                            .set(i64::from(*admin_up));
+                        let (oper, admin) = g.state.get_or_insert_with(|| {
+                            (
+                                m.port_oper_status.get_or_create(&g.labels).clone(),
+                                m.port_admin_status.get_or_create(&g.labels).clone(),
+                            )
+                        });
+                        oper.set(i64::from(*oper_up));
+                        admin.set(i64::from(*admin_up));
                     }
                     if *fields == 0 {
                         self.metrics.warm.state_rows_unchanged.inc();
@@ -317,9 +323,10 @@ impl Core {
                     }
                 }
                 Landed::RowDeleted { port, existed } => {
-                    if let Some(g) = self.ports.get(port) {
+                    if let Some(g) = self.ports.get_mut(port) {
                         self.metrics.port_oper_status.remove(&g.labels);
                         self.metrics.port_admin_status.remove(&g.labels);
+                        g.state = None;
                     }
                     self.metrics.redis_keys_written.inc();
                     if *existed {
@@ -373,11 +380,16 @@ fn describe(key: &Key) -> String {
 /// During a storm the kernel hands link messages over one by one, tens of
 /// microseconds apart, and a wake-up per message (a context switch, an
 /// epoll_wait, a receive) costs more than the message's work. When the
-/// socket became readable again less than [`STORM_GAP`](Self::STORM_GAP) (longer than the linger, so a storm stays one)
-/// after the previous wake-up, the loop leaves it unread for
-/// [`LINGER`](Self::LINGER), then drains everything that gathered in one
-/// go. A lone change after a quiet spell is read at once: the linger never
-/// adds latency outside a storm. Replies from Redis are handled meanwhile.
+/// socket became readable again less than [`STORM_GAP`](Self::STORM_GAP)
+/// (longer than the linger, so a storm stays one) after the previous
+/// wake-up, the loop sends its round and then puts the thread to sleep for
+/// [`LINGER`](Self::LINGER): a plain sleep, not a timer in the event loop,
+/// because the event loop's epoll (edge-triggered) would be woken by every
+/// datagram and by Redis' reply, which is the cost the linger is there to
+/// save. After it, one turn takes the reply and everything that gathered.
+/// A lone change after a quiet spell is read at once: the linger never adds
+/// latency outside a storm. Nothing else runs on this thread (the endpoint
+/// and the LOGGER follower have their own), so the sleep delays nobody.
 #[derive(Debug, Default)]
 struct StormLinger {
     last_wake: Option<Instant>,
@@ -449,16 +461,19 @@ pub async fn run(
             round.is_none().then(|| core.writer.retry_at()).flatten(),
             core.progress.deadline(),
             stopping,
-            linger.hold_until,
         ];
         let wake = timers
             .into_iter()
             .flatten()
             .filter(|t| *t > now)
             .fold(next_tick, Instant::min);
-        let reading = stopping.is_none()
-            && !core.queue.is_full()
-            && linger.hold_until.is_none_or(|t| now >= t);
+        if let Some(until) = linger.hold_until.take()
+            && until > now
+        {
+            std::thread::sleep(until - now);
+            continue;
+        }
+        let reading = stopping.is_none() && !core.queue.is_full();
         tokio::select! {
             biased;
             reply = async { round.as_mut().expect("guarded").1.as_mut().await }, if round.is_some() => {
@@ -474,9 +489,10 @@ pub async fn run(
                 // Drain everything the socket holds, then write once.
                 loop {
                     match guard.get_inner_mut().recv() {
-                        Ok(RecvOutcome::Datagram(bytes)) => {
-                            let bytes: &[u8] = bytes;
-                            core.on_datagram(bytes, received);
+                        Ok(RecvOutcome::Datagrams(datagrams)) => {
+                            for bytes in datagrams {
+                                core.on_datagram(bytes, received);
+                            }
                             if core.queue.is_full() {
                                 break;
                             }

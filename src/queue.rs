@@ -184,7 +184,7 @@ impl CoalescingQueue {
     /// Returns `true` when it was folded. The caller stops reading input
     /// while [`is_full`](Self::is_full) (the netlink socket then overruns,
     /// which a re-dump repairs): the queue itself never grows past capacity
-    /// by more than the keys of one datagram.
+    /// by more than the keys of one receive's datagrams.
     pub fn push(&mut self, key: Key, op: Op, now: Instant) -> bool {
         let seq = self.next_seq;
         self.next_seq += 1;

@@ -74,23 +74,25 @@ impl Recorder {
             let mut shown = HashMap::new();
             while !stop2.load(Ordering::SeqCst) {
                 match socket.recv().expect("recorder recv") {
-                    RecvOutcome::Datagram(bytes) => {
+                    RecvOutcome::Datagrams(datagrams) => {
                         let at = Instant::now();
-                        parse_datagram(bytes, &mut ParseStats::default(), |item| {
-                            if let NetlinkItem::Link(ev) = item {
-                                rec.messages += 1;
-                                if ev.name.starts_with(b"Ethernet") {
-                                    rec.port_messages += 1;
-                                    let state = (ev.admin_up, ev.oper_up, ev.mtu);
-                                    let name = String::from_utf8_lossy(ev.name).into_owned();
-                                    rec.port_events.push((at, name.clone(), ev.mtu));
-                                    if shown.insert(name, state) != Some(state) {
-                                        rec.last_port_change = Some(at);
+                        for bytes in datagrams {
+                            parse_datagram(bytes, &mut ParseStats::default(), |item| {
+                                if let NetlinkItem::Link(ev) = item {
+                                    rec.messages += 1;
+                                    if ev.name.starts_with(b"Ethernet") {
+                                        rec.port_messages += 1;
+                                        let state = (ev.admin_up, ev.oper_up, ev.mtu);
+                                        let name = String::from_utf8_lossy(ev.name).into_owned();
+                                        rec.port_events.push((at, name.clone(), ev.mtu));
+                                        if shown.insert(name, state) != Some(state) {
+                                            rec.last_port_change = Some(at);
+                                        }
                                     }
                                 }
-                            }
-                        });
-                        rec.datagrams.push(bytes.to_vec());
+                            });
+                            rec.datagrams.push(bytes.to_vec());
+                        }
                     }
                     RecvOutcome::Overrun => rec.overruns += 1,
                     // The socket's receive timeout: look at `stop` again.

@@ -109,6 +109,8 @@ struct Column {
     /// thread: it carries the process name).
     cpu_data_path_us: f64,
     cpu_ticks_us: f64,
+    /// Times the daemon's threads were put on a CPU during the storm.
+    cpu_slices: u64,
     redis: RedisWork,
     rss_storm_kib: u64,
     /// RTM_SETLINK sent -> STATE_DB notification, µs.
@@ -302,6 +304,7 @@ fn storm(
     col.cpu_us = cpu_after.us_since(&cpu_before);
     col.cpu_data_path_us = cpu_after.us_since_in(&cpu_before, |name| name == "portsyncd");
     col.cpu_ticks_us = cpu_after.ticks_us_since(&cpu_before);
+    col.cpu_slices = cpu_after.slices_since(&cpu_before);
     // The harness's round trips: its polls and the INFO that ends the window.
     col.redis = RedisWork::between(&redis_before, &redis_after, polls.unwrap_or(0) + 1);
     col.rss_storm_kib = procfs::peak_rss_kib(pid);
@@ -582,6 +585,15 @@ fn print_table(args: &Args, cols: &[Column]) {
     row("storm: daemon CPU per Ethernet* message (µs)", &|c| {
         format!("{:.2}", c.cpu_us / c.kernel_port_messages.max(1) as f64)
     });
+    row(
+        "storm: daemon put on a CPU (wake-ups and preemptions) per Ethernet* message",
+        &|c| {
+            format!(
+                "{:.3}",
+                c.cpu_slices as f64 / c.kernel_port_messages.max(1) as f64
+            )
+        },
+    );
     row("storm: commands sent per change", &|c| {
         format!("{:.3}", per(c.redis.sent as f64, c))
     });

@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use std::fs;
 
 /// Nanoseconds on CPU per thread (`/proc/PID/task/TID/schedstat`), keyed by
-/// thread id, with the thread's name; plus utime+stime clock ticks per
-/// process (`/proc/PID/stat`).
+/// thread id, with the thread's name; the times each thread was put on a
+/// CPU (schedstat's third field: every wake-up and every return from a
+/// preemption); plus utime+stime clock ticks per process (`/proc/PID/stat`).
 #[derive(Debug, Clone, Default)]
 pub struct CpuSnapshot {
     per_thread_ns: HashMap<u32, (u64, String)>,
+    per_thread_slices: HashMap<u32, u64>,
     ticks: u64,
 }
 
@@ -26,13 +28,18 @@ impl CpuSnapshot {
                 let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
                     continue;
                 };
-                if let Some(ns) = fs::read_to_string(task.path().join("schedstat"))
-                    .ok()
-                    .and_then(|s| s.split_whitespace().next()?.parse().ok())
-                {
+                let Ok(schedstat) = fs::read_to_string(task.path().join("schedstat")) else {
+                    continue;
+                };
+                let fields: Vec<u64> = schedstat
+                    .split_whitespace()
+                    .filter_map(|f| f.parse().ok())
+                    .collect();
+                if let [ns, _waited, slices] = fields[..] {
                     let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
                     snap.per_thread_ns
                         .insert(tid, (ns, comm.trim().to_string()));
+                    snap.per_thread_slices.insert(tid, slices);
                 }
             }
         }
@@ -58,6 +65,14 @@ impl CpuSnapshot {
             })
             .sum();
         ns as f64 / 1e3
+    }
+
+    /// How many times the daemon's threads were put on a CPU since `before`.
+    pub fn slices_since(&self, before: &CpuSnapshot) -> u64 {
+        self.per_thread_slices
+            .iter()
+            .map(|(tid, now)| now.saturating_sub(*before.per_thread_slices.get(tid).unwrap_or(&0)))
+            .sum()
     }
 
     /// The same from utime+stime (clock-tick resolution, usually 10 ms).

@@ -19,24 +19,53 @@ use super::parse::{NetlinkItem, ParseStats, parse_datagram};
 /// NLM_F_MULTI: a message of a multipart (dump) reply.
 const NLM_F_MULTI: u16 = 0x2;
 
-/// Large enough for any datagram the kernel sends for link dumps.
-const RECV_BUFFER: usize = 256 * 1024;
+/// Large enough for any datagram the kernel sends for link dumps (it sizes
+/// them to at most 32 KiB, or one link message if that is larger).
+const DATAGRAM_SPACE: usize = 256 * 1024;
+/// Datagrams taken by one receive (`recvmmsg`): during a storm a wake-up
+/// finds tens of notifications, one datagram each, and a system call per
+/// datagram would cost more than parsing it. The buffer is allocated
+/// zeroed, so only the pages the kernel writes into become resident.
+const DATAGRAMS_PER_RECEIVE: usize = 8;
 
 /// What one receive produced.
 pub enum RecvOutcome<'a> {
-    /// A datagram: parse it with [`parse_datagram`](super::parse_datagram).
-    Datagram(&'a [u8]),
-    /// ENOBUFS: the kernel dropped messages for us. State must be re-dumped.
+    /// One to [`DATAGRAMS_PER_RECEIVE`] datagrams, in arrival order: parse
+    /// each with [`parse_datagram`](super::parse_datagram).
+    Datagrams(Datagrams<'a>),
+    /// ENOBUFS, or a datagram larger than its buffer: messages were lost.
+    /// State must be re-dumped.
     Overrun,
     /// Nothing arrived within the receive timeout: the caller's loop turns
     /// anyway, so its liveness shows (see [`crate::systemd`]).
     Idle,
 }
 
+/// The datagrams of one receive.
+pub struct Datagrams<'a> {
+    buffer: &'a [u8],
+    lengths: std::slice::Iter<'a, usize>,
+    next: usize,
+}
+
+impl<'a> Iterator for Datagrams<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let length = *self.lengths.next()?;
+        let start = self.next * DATAGRAM_SPACE;
+        self.next += 1;
+        Some(&self.buffer[start..start + length])
+    }
+}
+
 /// A NETLINK_ROUTE socket subscribed to RTNLGRP_LINK.
 pub struct LinkSocket {
     socket: Socket,
+    /// [`DATAGRAMS_PER_RECEIVE`] slots of [`DATAGRAM_SPACE`] bytes.
     buffer: Vec<u8>,
+    /// The length of each datagram of the last receive.
+    lengths: Vec<usize>,
     next_seq: u32,
     /// The receive buffer the kernel actually granted, in bytes.
     pub granted_rcvbuf: usize,
@@ -59,7 +88,8 @@ impl LinkSocket {
         set_receive_timeout(&socket, crate::systemd::IDLE_BEAT)?;
         Ok(LinkSocket {
             socket,
-            buffer: vec![0; RECV_BUFFER],
+            buffer: vec![0; DATAGRAM_SPACE * DATAGRAMS_PER_RECEIVE],
+            lengths: Vec::with_capacity(DATAGRAMS_PER_RECEIVE),
             next_seq: 1,
             granted_rcvbuf: usize::try_from(granted).unwrap_or(0),
         })
@@ -124,19 +154,63 @@ impl LinkSocket {
         Ok(seq)
     }
 
-    /// Blocks for the next datagram.
+    /// Waits (up to the receive timeout, unless non-blocking) for the next
+    /// datagram, and takes whatever else is queued behind it, up to
+    /// [`DATAGRAMS_PER_RECEIVE`], in the same system call.
     pub fn recv(&mut self) -> io::Result<RecvOutcome<'_>> {
-        loop {
-            match self.socket.recv(&mut &mut self.buffer[..], 0) {
-                Ok(n) => return Ok(RecvOutcome::Datagram(&self.buffer[..n])),
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    return Ok(RecvOutcome::Overrun);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(RecvOutcome::Idle),
-                Err(e) => return Err(e),
-            }
+        let base = self.buffer.as_mut_ptr();
+        let mut iovecs: [libc::iovec; DATAGRAMS_PER_RECEIVE] =
+            std::array::from_fn(|i| libc::iovec {
+                // SAFETY: slot i lies inside `self.buffer` (its length is
+                // DATAGRAM_SPACE * DATAGRAMS_PER_RECEIVE).
+                iov_base: unsafe { base.add(i * DATAGRAM_SPACE) }.cast(),
+                iov_len: DATAGRAM_SPACE,
+            });
+        // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+        let mut headers: [libc::mmsghdr; DATAGRAMS_PER_RECEIVE] = unsafe { std::mem::zeroed() };
+        for (header, iovec) in headers.iter_mut().zip(iovecs.iter_mut()) {
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
         }
+        let received = loop {
+            // SAFETY: the fd is this socket's; `headers` holds as many
+            // entries as passed, each with one iovec into its own slot of
+            // `self.buffer`, which outlives the call and is not borrowed
+            // elsewhere meanwhile; the kernel writes at most iov_len bytes.
+            let n = unsafe {
+                libc::recvmmsg(
+                    self.socket.as_raw_fd(),
+                    headers.as_mut_ptr(),
+                    DATAGRAMS_PER_RECEIVE as libc::c_uint,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if let Ok(n) = usize::try_from(n) {
+                break &headers[..n];
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENOBUFS) => return Ok(RecvOutcome::Overrun),
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => return Ok(RecvOutcome::Idle),
+                _ => return Err(e),
+            }
+        };
+        if received
+            .iter()
+            .any(|h| h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
+        {
+            return Ok(RecvOutcome::Overrun);
+        }
+        self.lengths.clear();
+        self.lengths
+            .extend(received.iter().map(|h| h.msg_len as usize));
+        Ok(RecvOutcome::Datagrams(Datagrams {
+            buffer: &self.buffer,
+            lengths: self.lengths.iter(),
+            next: 0,
+        }))
     }
 }
 
