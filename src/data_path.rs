@@ -390,6 +390,11 @@ fn describe(key: &Key) -> String {
 /// A lone change after a quiet spell is read at once: the linger never adds
 /// latency outside a storm. Nothing else runs on this thread (the endpoint
 /// and the LOGGER follower have their own), so the sleep delays nobody.
+/// 3 ms: at a storm's ~20,000 messages a second it gathers ~60 per wake-up,
+/// which makes a wake-up's cost (~20 µs on the benchmark's VM) small per
+/// message, and a change inside a storm lands at most that much later;
+/// 1 ms cost a quarter more CPU per message, 5 ms measured no better
+/// (docs/performance.md).
 #[derive(Debug, Default)]
 struct StormLinger {
     last_wake: Option<Instant>,
@@ -398,8 +403,8 @@ struct StormLinger {
 }
 
 impl StormLinger {
-    const STORM_GAP: Duration = Duration::from_millis(2);
-    const LINGER: Duration = Duration::from_millis(1);
+    const STORM_GAP: Duration = Duration::from_millis(4);
+    const LINGER: Duration = Duration::from_millis(3);
 
     fn woke(&mut self, now: Instant) {
         let storm = self
@@ -545,9 +550,13 @@ mod tests {
         let t0 = Instant::now();
         linger.woke(t0);
         assert_eq!(linger.hold_until, None, "a first change is read at once");
-        linger.woke(t0 + Duration::from_millis(3));
-        assert_eq!(linger.hold_until, None, "changes 3 ms apart are no storm");
-        let t1 = t0 + Duration::from_millis(3) + Duration::from_micros(50);
+        let apart = StormLinger::STORM_GAP + Duration::from_millis(1);
+        linger.woke(t0 + apart);
+        assert_eq!(
+            linger.hold_until, None,
+            "changes further apart are no storm"
+        );
+        let t1 = t0 + apart + Duration::from_micros(50);
         linger.woke(t1);
         assert_eq!(linger.hold_until, Some(t1 + StormLinger::LINGER));
     }

@@ -296,7 +296,7 @@ async fn build_core(
     let warm_key = layout
         .state
         .key(warm_table::RESTART_TABLE, warm_table::APP_NAME);
-    let progress = Progress::start(&inputs, warm_key, &mut queue, metrics.clone(), started);
+    let progress = Progress::start(inputs, warm_key, &mut queue, metrics.clone(), started);
     Core::new(
         SyncRules::new(old.iter().copied()),
         queue,

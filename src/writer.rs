@@ -183,7 +183,7 @@ impl Writer {
                 appl: None,
             },
             check_markers: false,
-            batch_max: 512,
+            batch_max: 128,
         }
     }
 

@@ -73,7 +73,7 @@ pub fn run(db_config: &Path, ports: &[String], datagrams: &[Vec<u8>]) -> Saturat
             reconcile_timer: None,
         };
         let progress = Progress::start(
-            &inputs,
+            inputs,
             "SATURATION".into(),
             &mut queue,
             metrics.clone(),

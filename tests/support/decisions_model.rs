@@ -88,7 +88,7 @@ pub fn run(data: &[u8]) -> Exercised {
     let configured_in_config_db: HashSet<PortName> =
         inputs.ports.iter().map(|(p, _)| p.clone()).collect();
     let mut queue = CoalescingQueue::new(64);
-    let mut progress = Progress::start(&inputs, "W".into(), &mut queue, metrics.clone(), now);
+    let mut progress = Progress::start(inputs, "W".into(), &mut queue, metrics.clone(), now);
     let mut rules = SyncRules::new(if warm { Vec::new() } else { OLD.to_vec() });
     let mut image = StateImage::default();
     let mut redis = ModelRedis::default();
