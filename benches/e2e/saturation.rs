@@ -57,6 +57,11 @@ pub fn run(db_config: &Path, ports: &[String], datagrams: &[Vec<u8>]) -> Saturat
             connect(&state).await.expect("STATE_DB"),
             connect(&appl).await.expect("APPL_DB"),
         );
+        // Rounds of 512 keys, as the daemon sent until it took 128 to keep
+        // its start-up memory down: bigger rounds make this reference
+        // faster (by a quarter, measured), so the ratio against it is not
+        // flattered by the daemon's smaller rounds.
+        writer.batch_max = 512;
         // Steady state: every port configured, start-up over.
         writer
             .configured
