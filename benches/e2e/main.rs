@@ -32,6 +32,7 @@ mod plot;
 mod procfs;
 mod redis_stats;
 mod saturation;
+mod syslog_sink;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -62,8 +63,10 @@ struct Args {
     #[arg(long, default_value_t = 300)]
     samples: usize,
     /// The daemon command, split on whitespace; `{portsyncd}` is this
-    /// build's binary and `{db_config}` the run's database_config.json
-    /// (also in $PORTSYNCD_DB_CONFIG). It runs inside the namespace.
+    /// build's binary, `{db_config}` the run's database_config.json
+    /// (also in $PORTSYNCD_DB_CONFIG) and `{syslog}` the harness's syslog
+    /// socket (this build's default command logs there). It runs inside
+    /// the namespace.
     #[arg(long, env = "PORTSYNCD_CMD", default_value = DEFAULT_CMD)]
     cmd: String,
     /// An extra argument for the daemon (repeat for more). With the default
@@ -152,6 +155,9 @@ struct Stage {
     ns: Netns,
     names: Vec<String>,
     log: PathBuf,
+    /// Where the daemon's syslog lines go (this build only).
+    syslog: syslog_sink::SyslogSink,
+    syslog_log: PathBuf,
 }
 
 fn measure(args: &Args, n: usize) -> Column {
@@ -185,11 +191,15 @@ fn measure(args: &Args, n: usize) -> Column {
     );
     let mut info_con = redis.con(STATE_DB);
     let log = redis.dir().join("daemon.log");
+    let syslog_log = redis.dir().join("syslog.log");
+    let syslog = syslog_sink::SyslogSink::start(redis.dir().join("log.sock"), &syslog_log);
     let stage = Stage {
         redis,
         ns,
         names,
         log,
+        syslog,
+        syslog_log,
     };
 
     let mut daemon = cold_start(args, &stage, &notes, &mut col);
@@ -203,10 +213,17 @@ fn measure(args: &Args, n: usize) -> Column {
     references(&stage, &mut info_con, &mut col);
     drop(notes);
     stop_daemon(&mut daemon);
-    col.daemon_overruns = std::fs::read_to_string(&stage.log)
-        .unwrap_or_default()
-        .matches("receive buffer overran")
-        .count();
+    let syslog_log = stage.syslog_log.clone();
+    drop(stage.syslog);
+    col.daemon_overruns = [&stage.log, &syslog_log]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .matches("receive buffer overran")
+                .count()
+        })
+        .sum();
     if !args.no_saturation {
         // Start from an empty STATE_DB so every replayed port is written.
         redis::cmd("FLUSHDB")
@@ -228,7 +245,13 @@ fn cold_start(args: &Args, stage: &Stage, notes: &Notifications, col: &mut Colum
         redis, ns, names, ..
     } = stage;
     let started = Instant::now();
-    let daemon = spawn_daemon(args, ns, redis.db_config(), &stage.log);
+    let daemon = spawn_daemon(
+        args,
+        ns,
+        redis.db_config(),
+        &stage.log,
+        &stage.syslog.socket,
+    );
     common::wait_until(PATIENCE, "APPL_DB PortConfigDone", || {
         redis.exists(APPL_DB, "PORT_TABLE:PortConfigDone")
     });
@@ -364,16 +387,24 @@ fn references(stage: &Stage, _info_con: &mut redis::Connection, col: &mut Column
     );
 }
 
-fn spawn_daemon(args: &Args, ns: &Netns, db_config: &Path, log: &Path) -> Child {
+fn spawn_daemon(args: &Args, ns: &Netns, db_config: &Path, log: &Path, syslog: &Path) -> Child {
     let config = db_config.to_str().expect("utf-8 path");
     let words: Vec<String> = args
         .cmd
         .split_whitespace()
-        .map(|w| w.replace("{portsyncd}", BIN).replace("{db_config}", config))
+        .map(|w| {
+            w.replace("{portsyncd}", BIN)
+                .replace("{db_config}", config)
+                .replace("{syslog}", &syslog.to_string_lossy())
+        })
         .collect();
     let mut extra = args.daemon_args.clone();
-    if extra.is_empty() && args.cmd == DEFAULT_CMD {
-        extra.push("--no-metrics".into());
+    if args.cmd == DEFAULT_CMD {
+        if extra.is_empty() {
+            extra.push("--no-metrics".into());
+        }
+        // Logs go to syslog, as on a switch, here the harness's stand-in.
+        extra.push(format!("--syslog-socket={}", syslog.display()));
     }
     let out = File::create(log).expect("daemon log");
     Command::new("ip")
