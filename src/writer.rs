@@ -267,6 +267,7 @@ impl Writer {
         if taken.is_empty() && !self.check_markers {
             return None;
         }
+        let took_any = !taken.is_empty();
         let mut state = redis::pipe();
         let mut appl = redis::pipe();
         let (mut n_state, mut n_appl) = (0usize, 0usize);
@@ -391,7 +392,15 @@ impl Writer {
             self.check_markers = false;
         }
         if round.plans.is_empty() && !pinged {
-            return None;
+            // Everything taken was settled at once (the rows already hold
+            // it, as after a storm whose downs and ups folded): take the
+            // next due keys now. Left for the loop, they would wait for its
+            // next timer, up to a second, with nothing to wake it.
+            return if took_any {
+                self.plan(queue, now, landed)
+            } else {
+                None
+            };
         }
         if n_appl == usize::from(appl_script_load) {
             // Nothing for APPL_DB but the script: keep it for a later round.
@@ -679,4 +688,59 @@ async fn run_side(job: SideJob) -> SideReply {
 async fn run_round(state: SideJob, appl: SideJob) -> RoundReply {
     let (state, appl) = tokio::join!(run_side(state), run_side(appl));
     RoundReply { state, appl }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::PortState;
+
+    const LAYOUT: &str = r#"{
+        "INSTANCES": {"redis": {"hostname": "127.0.0.1", "port": 1, "unix_socket_path": "/nonexistent.sock"}},
+        "DATABASES": {
+            "APPL_DB": {"id": 0, "separator": ":", "instance": "redis"},
+            "CONFIG_DB": {"id": 4, "separator": "|", "instance": "redis"},
+            "STATE_DB": {"id": 6, "separator": "|", "instance": "redis"}
+        },
+        "VERSION": "1.0"
+    }"#;
+
+    #[test]
+    fn keys_behind_a_full_round_of_unchanged_rows_go_out_at_once() {
+        let layout =
+            crate::sonic::db_config::parse_layout(LAYOUT, std::path::Path::new("t.json")).unwrap();
+        let client = || Client::open("redis://127.0.0.1:1/").unwrap();
+        let mut writer = Writer::new(&layout, client(), client());
+        writer.script_needed = false;
+        let state = PortState {
+            admin_up: true,
+            oper_up: true,
+            mtu: 9100,
+        };
+        let values = state_values(&state);
+        let mut queue = CoalescingQueue::new(1024);
+        let now = Instant::now();
+        // More unchanged rows than one round takes, then one real change.
+        for i in 0..writer.batch_max + 10 {
+            let port = PortName::from(format!("Ethernet{}", i * 4).as_str());
+            writer.image.written(&port, &values, &[0, 1, 2, 3]);
+            writer.configured.insert(port.clone());
+            queue.push(Key::StatePort(port), Op::port_set(state, false), now);
+        }
+        let changed = PortName::from("Ethernet9996");
+        writer.configured.insert(changed.clone());
+        queue.push(Key::StatePort(changed), Op::port_set(state, false), now);
+        let mut landed = Vec::new();
+        let round = writer.plan(&mut queue, now, &mut landed);
+        assert!(
+            round.is_some(),
+            "the changed row was left for a later wake-up"
+        );
+        assert_eq!(
+            landed.len(),
+            writer.batch_max + 10,
+            "every unchanged row settled"
+        );
+        assert_eq!(queue.len(), 1, "only the changed row is in flight");
+    }
 }

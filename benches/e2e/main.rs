@@ -127,6 +127,8 @@ struct Column {
     hset_notified_rate: f64,
     saturation: Option<saturation::Saturation>,
     daemon_overruns: usize,
+    /// WARN and ERROR lines the daemon logged in the whole run.
+    daemon_warnings: usize,
 }
 
 fn main() {
@@ -215,15 +217,23 @@ fn measure(args: &Args, n: usize) -> Column {
     stop_daemon(&mut daemon);
     let syslog_log = stage.syslog_log.clone();
     drop(stage.syslog);
-    col.daemon_overruns = [&stage.log, &syslog_log]
+    let log: String = [&stage.log, &syslog_log]
         .iter()
-        .map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap_or_default()
-                .matches("receive buffer overran")
-                .count()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect();
+    col.daemon_overruns = log.matches("receive buffer overran").count();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            ["]: WARN ", "]: ERROR ", " WARN ", " ERROR "]
+                .iter()
+                .any(|w| l.contains(w))
         })
-        .sum();
+        .collect();
+    for line in warnings.iter().take(5) {
+        eprintln!("e2e: daemon warned: {line}");
+    }
+    col.daemon_warnings = warnings.len();
     if !args.no_saturation {
         // Start from an empty STATE_DB so every replayed port is written.
         redis::cmd("FLUSHDB")
@@ -672,6 +682,9 @@ fn print_table(args: &Args, cols: &[Column]) {
     row("peak RSS after storm (MiB)", &|c| mib(c.rss_storm_kib));
     row("daemon log: netlink overruns", &|c| {
         c.daemon_overruns.to_string()
+    });
+    row("daemon log: WARN and ERROR lines", &|c| {
+        c.daemon_warnings.to_string()
     });
     let lat = |v: &[f64]| {
         let (p50, p99, max) = percentiles(v);
