@@ -695,20 +695,13 @@ mod tests {
     use super::*;
     use crate::sync::PortState;
 
-    const LAYOUT: &str = r#"{
-        "INSTANCES": {"redis": {"hostname": "127.0.0.1", "port": 1, "unix_socket_path": "/nonexistent.sock"}},
-        "DATABASES": {
-            "APPL_DB": {"id": 0, "separator": ":", "instance": "redis"},
-            "CONFIG_DB": {"id": 4, "separator": "|", "instance": "redis"},
-            "STATE_DB": {"id": 6, "separator": "|", "instance": "redis"}
-        },
-        "VERSION": "1.0"
-    }"#;
-
     #[test]
     fn keys_behind_a_full_round_of_unchanged_rows_go_out_at_once() {
-        let layout =
-            crate::sonic::db_config::parse_layout(LAYOUT, std::path::Path::new("t.json")).unwrap();
+        let layout = crate::sonic::db_config::parse_layout(
+            crate::sonic::db_config::STOCK_LAYOUT,
+            std::path::Path::new("t.json"),
+        )
+        .unwrap();
         let client = || Client::open("redis://127.0.0.1:1/").unwrap();
         let mut writer = Writer::new(&layout, client(), client());
         writer.script_needed = false;

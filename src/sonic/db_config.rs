@@ -176,11 +176,9 @@ fn namespace_config_path(path: &Path, namespace: &str) -> Result<PathBuf> {
     Ok(dir.join(&include.include))
 }
 
+/// The stock single-instance layout, for unit tests that need a layout.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"{
+pub(crate) const STOCK_LAYOUT: &str = r#"{
         "INSTANCES": {"redis": {"hostname": "127.0.0.1", "port": 6379, "unix_socket_path": "/var/run/redis/redis.sock"}},
         "DATABASES": {
             "APPL_DB": {"id": 0, "separator": ":", "instance": "redis"},
@@ -190,6 +188,12 @@ mod tests {
         },
         "VERSION": "1.0"
     }"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = STOCK_LAYOUT;
 
     #[test]
     fn parses_the_stock_layout() {
