@@ -382,11 +382,13 @@ fn describe(key: &Key) -> String {
 /// epoll_wait, a receive) costs more than the message's work. When the
 /// socket became readable again less than [`STORM_GAP`](Self::STORM_GAP)
 /// (longer than the linger, so a storm stays one) after the previous
-/// wake-up, the loop sends its round and then puts the thread to sleep for
+/// wake-up, the loop plans its round and puts the thread to sleep for
 /// [`LINGER`](Self::LINGER): a plain sleep, not a timer in the event loop,
 /// because the event loop's epoll (edge-triggered) would be woken by every
 /// datagram and by Redis' reply, which is the cost the linger is there to
-/// save. After it, one turn takes the reply and everything that gathered.
+/// save. After it, the round goes out (a round's future sends when first
+/// polled; polling it and yielding before the sleep measured worse: more
+/// preemptions) and the next turns take its reply and what gathered.
 /// A lone change after a quiet spell is read at once: the linger never adds
 /// latency outside a storm. Nothing else runs on this thread (the endpoint
 /// and the LOGGER follower have their own), so the sleep delays nobody.
