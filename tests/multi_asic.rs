@@ -100,6 +100,15 @@ fn port_syncs(bed: &Bed, daemon: &mut Daemon) {
     daemon.assert_alive();
 }
 
+/// No endpoint, every log line on stderr, where the tests read it.
+const QUIET_DEBUG: [&str; 5] = [
+    "--no-metrics",
+    "--log-level",
+    "debug",
+    "--log-output",
+    "stderr",
+];
+
 #[test]
 fn in_a_swss0_container_with_namespace_id_the_default_config_is_used() {
     let bed = Bed::new(&["Ethernet0"]);
@@ -121,13 +130,7 @@ fn in_a_swss0_container_with_namespace_id_the_default_config_is_used() {
         .arg("sh")
         .arg(&mounted)
         .arg(BIN)
-        .args([
-            "--no-metrics",
-            "--log-level",
-            "debug",
-            "--log-output",
-            "stderr",
-        ])
+        .args(QUIET_DEBUG)
         .env("NAMESPACE_ID", "0");
     let mut daemon = Daemon::launch(cmd);
     port_syncs(&bed, &mut daemon);
@@ -147,13 +150,7 @@ fn on_the_host_namespace_selects_the_config_through_database_global_json() {
     let global_default = host.sonic_db("redis").join("database_config.json");
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", bed.ns.name(), BIN])
-        .args([
-            "--no-metrics",
-            "--log-level",
-            "debug",
-            "--log-output",
-            "stderr",
-        ])
+        .args(QUIET_DEBUG)
         .arg("--db-config")
         .arg(&global_default)
         .args(["--namespace", "asic0"])

@@ -193,11 +193,9 @@ pub(crate) const STOCK_LAYOUT: &str = r#"{
 mod tests {
     use super::*;
 
-    const GOOD: &str = STOCK_LAYOUT;
-
     #[test]
     fn parses_the_stock_layout() {
-        let layout = parse_layout(GOOD, Path::new("x.json")).unwrap();
+        let layout = parse_layout(STOCK_LAYOUT, Path::new("x.json")).unwrap();
         assert_eq!(layout.appl.id, 0);
         assert_eq!(layout.config.id, 4);
         assert_eq!(layout.state.id, 6);
@@ -223,14 +221,14 @@ mod tests {
 
     #[test]
     fn missing_database_is_named() {
-        let text = GOOD.replace("\"STATE_DB\"", "\"OTHER_DB\"");
+        let text = STOCK_LAYOUT.replace("\"STATE_DB\"", "\"OTHER_DB\"");
         let err = parse_layout(&text, Path::new("c.json")).unwrap_err();
         assert!(format!("{err:#}").contains("no STATE_DB"), "{err:#}");
     }
 
     #[test]
     fn unknown_instance_is_named() {
-        let text = GOOD.replace("\"instance\": \"redis\"}", "\"instance\": \"redis9\"}");
+        let text = STOCK_LAYOUT.replace("\"instance\": \"redis\"}", "\"instance\": \"redis9\"}");
         let err = parse_layout(&text, Path::new("c.json")).unwrap_err();
         assert!(format!("{err:#}").contains("redis9"), "{err:#}");
     }
@@ -245,7 +243,7 @@ mod tests {
                 {"namespace": "asic1", "include": "asic1/database_config.json"}]}"#,
         )
         .unwrap();
-        let asic = GOOD.replace("/var/run/redis/redis.sock", "/var/run/redis1/redis.sock");
+        let asic = STOCK_LAYOUT.replace("/var/run/redis/redis.sock", "/var/run/redis1/redis.sock");
         std::fs::write(dir.path().join("asic1/database_config.json"), asic).unwrap();
         let layout = load_layout(&dir.path().join("database_config.json"), Some("asic1")).unwrap();
         assert_eq!(
