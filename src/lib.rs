@@ -59,11 +59,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     let layout = load_layout(&cli.db_config, namespace.as_deref())?;
     info!(version = env!("CARGO_PKG_VERSION"), db_config = %cli.db_config.display(), namespace = namespace.as_deref().unwrap_or(""), "portsyncd starting");
     sonic::logger_table::spawn(&layout.config, cli.redis_tcp)?;
-    let mut shutdown = shutdown_signal()?;
     let metrics = Metrics::new();
     let liveness = systemd::Liveness::default();
     start_endpoint(&cli, &metrics, &liveness)?;
     let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);
+    let mut shutdown = shutdown_signal(notifier.clone())?;
     systemd::start(notifier.clone(), metrics.clone(), liveness.clone());
 
     let mut socket: Option<AsyncFd<LinkSocket>> = None;
@@ -111,10 +111,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         )
         .await;
         match exit {
-            Exit::Shutdown => {
-                notifier.notify("STOPPING=1");
-                return Ok(());
-            }
+            Exit::Shutdown => return Ok(()),
             Exit::DataLost => {
                 after_data_loss = true;
                 metrics.port_config_done.set(0);
@@ -333,8 +330,10 @@ fn start_endpoint(cli: &Cli, metrics: &Metrics, liveness: &systemd::Liveness) ->
 
 type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Completes on the first SIGTERM or SIGINT.
-fn shutdown_signal() -> Result<Shutdown> {
+/// Completes on the first SIGTERM or SIGINT, having told systemd that the
+/// daemon is stopping (before the flush, so `systemctl status` says so while
+/// it runs).
+fn shutdown_signal(notifier: Arc<systemd::Notifier>) -> Result<Shutdown> {
     let mut sigterm =
         signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut sigint =
@@ -344,6 +343,7 @@ fn shutdown_signal() -> Result<Shutdown> {
             _ = sigterm.recv() => info!(signal = "SIGTERM", "signal received"),
             _ = sigint.recv() => info!(signal = "SIGINT", "signal received"),
         }
+        notifier.notify("STOPPING=1");
     }))
 }
 

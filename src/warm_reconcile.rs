@@ -55,6 +55,11 @@ enum Warm {
         mark: u64,
         by_timer: bool,
     },
+    /// `reconciled` queued; said (log, gauge) once Redis holds it, so that
+    /// whoever reads the word can read the row too.
+    Reconciling {
+        by_timer: bool,
+    },
     Reconciled,
 }
 
@@ -153,6 +158,23 @@ impl Progress {
             Landed::Appl(key) => {
                 self.config_pending.remove(key);
             }
+            Landed::StateHash(key) if *key == self.warm_key => {
+                if let Warm::Reconciling { by_timer } = self.warm {
+                    self.reconciled(by_timer);
+                }
+            }
+            // The reconcile itself is done; only its record is refused (a
+            // key of the wrong type, say). Say so rather than never be ready.
+            Landed::Refused {
+                key: Key::StateHash(key),
+                error,
+                ..
+            } if *key == self.warm_key => {
+                if let Warm::Reconciling { by_timer } = self.warm {
+                    warn!(key, error = %error, "Redis refuses the warm restart row; the reconcile is done, but the row does not say so until Redis takes it");
+                    self.reconciled(by_timer);
+                }
+            }
             // A row Redis refuses is retried on its own; PortInitDone does
             // not wait for it (one bad key must not hold the switch back).
             Landed::Refused {
@@ -234,25 +256,29 @@ impl Progress {
             }
             Warm::Restored { mark, by_timer } if queue.acknowledged_through(mark) => {
                 self.push_warm_state(queue, WarmState::Reconciled);
-                self.warm = Warm::Reconciled;
-                let seconds = self.started.elapsed().as_secs_f64();
-                let done = self
-                    .metrics
-                    .warm
-                    .record_reconcile(self.before, seconds, by_timer);
-                self.metrics.warm_restart_reconciled.set(1);
-                info!(
-                    event = "warm_restart_reconciled",
-                    rows_written = done.changed,
-                    rows_untouched = done.unchanged,
-                    rows_deleted = done.deleted,
-                    elapsed_ms = (seconds * 1000.0) as u64,
-                    by_timer,
-                    "warm restart reconciled"
-                );
+                self.warm = Warm::Reconciling { by_timer };
             }
             _ => {}
         }
+    }
+
+    fn reconciled(&mut self, by_timer: bool) {
+        self.warm = Warm::Reconciled;
+        let seconds = self.started.elapsed().as_secs_f64();
+        let done = self
+            .metrics
+            .warm
+            .record_reconcile(self.before, seconds, by_timer);
+        self.metrics.warm_restart_reconciled.set(1);
+        info!(
+            event = "warm_restart_reconciled",
+            rows_written = done.changed,
+            rows_untouched = done.unchanged,
+            rows_deleted = done.deleted,
+            elapsed_ms = (seconds * 1000.0) as u64,
+            by_timer,
+            "warm restart reconciled"
+        );
     }
 
     /// Ports whose row has not landed, for the waiting log line.
@@ -368,7 +394,15 @@ mod tests {
         let mut taken = Vec::new();
         queue.take_due(now, 10, &mut taken);
         queue.acked(&taken[0]);
+        p.on_landed(&Landed::StateHash("W".into()));
         p.tick(&mut queue, now);
+        assert!(queue.contains(&Key::StateHash("W".into())), "reconciled");
+        assert_eq!(
+            metrics.warm_restart_reconciled.get(),
+            0,
+            "said only once Redis holds it"
+        );
+        p.on_landed(&Landed::StateHash("W".into()));
         assert_eq!(metrics.warm_restart_reconciled.get(), 1);
         assert_eq!(metrics.warm.reconcile_by_timer.get(), 1);
     }

@@ -2,7 +2,7 @@
 //! listens on as `$NOTIFY_SOCKET`: READY=1 only once PortConfigDone is in
 //! Redis, WATCHDOG=1 while the pipeline makes progress (also through a Redis
 //! freeze longer than the daemon's timeouts), none while the daemon is
-//! stopped, STOPPING=1 on SIGTERM.
+//! stopped, STOPPING=1 as soon as SIGTERM arrives (before the flush).
 
 mod common;
 
@@ -169,11 +169,23 @@ fn ready_after_port_config_done_then_watchdog_tracks_progress() {
         1
     );
 
-    // SIGTERM: STOPPING=1, then a clean exit.
+    // SIGTERM with a write pending that Redis holds back (for 2 s, less
+    // than the 3 s the flush may take): STOPPING=1 comes when the stop
+    // begins, while the flush still waits, not after it; then a clean exit
+    // with the write in Redis.
+    redis::cmd("CLIENT")
+        .arg(&["PAUSE", "2000", "WRITE"])
+        .exec(&mut bed.redis.con(0))
+        .unwrap();
+    bed.ns.set_down(names[0]);
+    std::thread::sleep(Duration::from_millis(100));
+    notify.drain();
     daemon.signal(libc::SIGTERM);
-    notify.wait_for_line(Duration::from_secs(10), "STOPPING=1");
+    notify.wait_for_line(Duration::from_secs(1), "STOPPING=1");
+    daemon.assert_alive();
     let status = daemon.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "exit status {status}");
+    bed.wait_all_match_kernel(Duration::from_secs(5), &names);
 }
 
 /// Warm restart: READY=1 once the reconcile is recorded in STATE_DB
