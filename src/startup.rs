@@ -31,7 +31,7 @@ pub struct StartupInputs {
     pub reconcile_timer: Option<u64>,
 }
 
-/// Reads CONFIG_DB `PORT` (one KEYS, one pipelined round trip of HGETALLs).
+/// Reads CONFIG_DB `PORT` (one KEYS, then pipelined HGETALLs).
 pub async fn read_ports(
     config: &mut MultiplexedConnection,
     layout: &DbLayout,
@@ -42,19 +42,47 @@ pub async fn read_ports(
     // not start with it.
     keys.retain(|k| k.len() > prefix.len() && k.starts_with(&prefix));
     keys.sort();
-    if keys.is_empty() {
-        return Ok(Vec::new()); // Redis refuses an empty pipeline.
-    }
-    let mut pipe = redis::pipe();
-    for key in &keys {
+    let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> = in_chunks(config, &keys, false, |pipe, key| {
         pipe.hgetall(key);
-    }
-    let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> = pipe.query_async(config).await?;
+    })
+    .await?;
     Ok(keys
         .iter()
         .zip(hashes)
         .map(|(key, fields)| (PortName::new(&key[prefix.len()..]), fields))
         .collect())
+}
+
+/// Keys per pipelined read at start-up. Redis's reply to a whole switch's
+/// worth of keys at once is parsed into one tree of values before it is
+/// converted: on 1,024 ports most of the start-up's peak memory, which
+/// stays resident afterwards. Chunks keep it to a fraction, for a round
+/// trip per chunk (a few milliseconds on a large switch).
+const READ_CHUNK: usize = 128;
+
+/// One pipelined command per item, sent [`READ_CHUNK`] at a time; the
+/// replies in order. No items, no round trip (Redis refuses an empty
+/// pipeline). `per_item_errors`: a command Redis refuses is that item's
+/// `Err` rather than the whole read's.
+async fn in_chunks<I, T: redis::FromRedisValue>(
+    conn: &mut MultiplexedConnection,
+    items: &[I],
+    per_item_errors: bool,
+    command: impl Fn(&mut redis::Pipeline, &I),
+) -> redis::RedisResult<Vec<T>> {
+    let mut replies = Vec::with_capacity(items.len());
+    for chunk in items.chunks(READ_CHUNK) {
+        let mut pipe = redis::pipe();
+        if per_item_errors {
+            pipe.ignore_errors();
+        }
+        for item in chunk {
+            command(&mut pipe, item);
+        }
+        let part: Vec<T> = pipe.query_async(conn).await?;
+        replies.extend(part);
+    }
+    Ok(replies)
 }
 
 /// Reads everything the rules need to start.
@@ -83,24 +111,20 @@ pub async fn read_inputs(
     })
 }
 
-/// Our four fields of each port's STATE_DB row (one pipelined HMGET). A row
+/// Our four fields of each port's STATE_DB row (pipelined HMGETs). A row
 /// Redis cannot read (not a hash) reads as empty: its writes will say why.
 pub async fn read_state_rows(
     state: &mut MultiplexedConnection,
     layout: &DbLayout,
     ports: &[PortName],
 ) -> redis::RedisResult<Vec<Row>> {
-    if ports.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    for port in ports {
-        pipe.cmd("HMGET")
-            .arg(table_key(&layout.state, PORT_TABLE, port.as_bytes()))
-            .arg(&STATE_FIELDS[..]);
-    }
-    let rows: Vec<redis::RedisResult<Vec<Option<Vec<u8>>>>> = pipe.query_async(state).await?;
+    let rows: Vec<redis::RedisResult<Vec<Option<Vec<u8>>>>> =
+        in_chunks(state, ports, true, |pipe, port| {
+            pipe.cmd("HMGET")
+                .arg(table_key(&layout.state, PORT_TABLE, port.as_bytes()))
+                .arg(&STATE_FIELDS[..]);
+        })
+        .await?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -113,20 +137,16 @@ pub async fn read_state_rows(
         .collect())
 }
 
-/// Which ports have their consumed APPL_DB key (one pipelined EXISTS).
+/// Which ports have their consumed APPL_DB key (pipelined EXISTS).
 pub async fn read_configured(
     appl: &mut MultiplexedConnection,
     layout: &DbLayout,
     ports: &[PortName],
 ) -> redis::RedisResult<Vec<bool>> {
-    if ports.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut pipe = redis::pipe();
-    for port in ports {
+    in_chunks(appl, ports, false, |pipe, port| {
         pipe.exists(table_key(&layout.appl, PORT_TABLE, port.as_bytes()));
-    }
-    pipe.query_async(appl).await
+    })
+    .await
 }
 
 /// Escapes KEYS' glob characters, so a separator such as `?` or `*`

@@ -114,6 +114,32 @@ fn changes_while_down_are_written_and_nothing_else() {
     assert_eq!(written, expected, "daemon log:\n{}", daemon.log());
 }
 
+/// More ports than one start-up read takes (the daemon reads CONFIG_DB,
+/// STATE_DB and APPL_DB 128 keys per round trip): every port is copied on
+/// the cold start, and every row is known on the warm one, so only the row
+/// that changed meanwhile, in the last chunk, is written.
+#[test]
+fn a_switch_larger_than_one_start_up_read_is_read_whole() {
+    let bed = bed_after_cold_run(300);
+    let done = bed.redis.hgetall(APPL_DB, "PORT_TABLE:PortConfigDone");
+    assert_eq!(done.get("count").map(String::as_str), Some("300"));
+    // The greatest name: the daemon reads keys in byte order.
+    let last = bed.names().into_iter().max().expect("ports");
+    bed.ns.set_mtu(last, 9100);
+    let monitor = Monitor::start(&bed.redis);
+    let daemon = warm_start(&bed);
+    wait_port_init_done_written(&monitor);
+    bed.wait_all_match_kernel(DEADLINE, &bed.names());
+    let written = fields_written(&monitor.port_writes());
+    let expected: BTreeMap<String, BTreeSet<String>> = [(
+        format!("PORT_TABLE|{last}"),
+        ["mtu".to_string()].into_iter().collect(),
+    )]
+    .into_iter()
+    .collect();
+    assert_eq!(written, expected, "daemon log:\n{}", daemon.log());
+}
+
 /// A configured port without a netdev at EOIU keeps its STATE_DB row: on a
 /// warm reboot syncd recreates the netdevs only later, and the row carries
 /// other daemons' fields (sonic-contract.md section 6). Only RTM_DELLINK
