@@ -104,13 +104,12 @@ struct Entry {
     /// When the oldest event folded into this entry arrived; the latency
     /// metric measures from here to Redis' acknowledgement.
     since: Instant,
-    /// Place in line: the sequence number of the entry's first write.
-    arrival: u64,
+    /// Sequence number of the oldest write folded in that Redis has not
+    /// acknowledged: both the entry's place in line and what
+    /// [`CoalescingQueue::acknowledged_through`] compares.
+    oldest: u64,
     /// Sequence number of the latest write folded in.
     seq: u64,
-    /// No write folded into this entry before this sequence number is
-    /// still unacknowledged (see [`CoalescingQueue::acknowledged_through`]).
-    first_unacked: u64,
     in_flight: bool,
     /// The first write folded in while a copy was in flight: once that copy
     /// is acknowledged, the oldest write still unacknowledged.
@@ -161,7 +160,8 @@ pub fn refusal_delay(failures: u32) -> Duration {
 /// A bounded, coalescing, lossless queue with a schedule per key.
 pub struct CoalescingQueue {
     entries: HashMap<Key, Entry>,
-    /// Keys by arrival; a key keeps its place when it is updated.
+    /// Keys by their oldest unacknowledged write: a key keeps its place
+    /// when it is updated, and moves back only once what it held landed.
     order: BTreeMap<u64, Key>,
     capacity: usize,
     next_seq: u64,
@@ -214,9 +214,8 @@ impl CoalescingQueue {
             Entry {
                 op,
                 since: now,
-                arrival: seq,
+                oldest: seq,
                 seq,
-                first_unacked: seq,
                 in_flight: false,
                 first_since_take: None,
                 delete_since_take: false,
@@ -275,16 +274,16 @@ impl CoalescingQueue {
         let Some(entry) = self.entries.get_mut(&taken.key) else {
             return;
         };
+        self.order.remove(&entry.oldest);
         if entry.seq == taken.seq {
-            let arrival = entry.arrival;
             self.entries.remove(&taken.key);
-            self.order.remove(&arrival);
             return;
         }
         entry.in_flight = false;
         entry.failures = 0;
         entry.not_before = None;
-        entry.first_unacked = entry.first_since_take.unwrap_or(entry.seq);
+        entry.oldest = entry.first_since_take.unwrap_or(entry.seq);
+        self.order.insert(entry.oldest, taken.key.clone());
         entry.keep_only_newer_flags();
     }
 
@@ -375,7 +374,7 @@ impl CoalescingQueue {
     pub fn acknowledged_through(&self, mark: u64) -> bool {
         self.entries
             .values()
-            .all(|e| e.first_unacked >= mark || e.failures > 0 || e.not_before.is_some())
+            .all(|e| e.oldest >= mark || e.failures > 0 || e.not_before.is_some())
     }
 }
 
@@ -576,8 +575,20 @@ mod tests {
             q.push(Key::ApplPort(name.into()), Op::Fields(vec![]), now);
         }
         q.push(Key::ApplPort("a".into()), Op::Fields(vec![]), now);
-        let order: Vec<_> = take(&mut q, now).into_iter().map(|t| t.key).collect();
+        let taken = take(&mut q, now);
+        let order: Vec<_> = taken.iter().map(|t| t.key.clone()).collect();
         assert_eq!(order, ["a", "b", "c"].map(|n| Key::ApplPort(n.into())));
+        // While the copies are in flight "a" and "c" change and "d" arrives:
+        // once the copies landed, each key waits in line by its oldest write
+        // not yet landed, so "a", "c", "d".
+        q.push(Key::ApplPort("a".into()), Op::Fields(vec![]), now);
+        q.push(Key::ApplPort("c".into()), Op::Fields(vec![]), now);
+        q.push(Key::ApplPort("d".into()), Op::Fields(vec![]), now);
+        q.acked(&taken[2]);
+        q.acked(&taken[0]);
+        q.acked(&taken[1]);
+        let order: Vec<_> = take(&mut q, now).into_iter().map(|t| t.key).collect();
+        assert_eq!(order, ["a", "c", "d"].map(|n| Key::ApplPort(n.into())));
     }
 
     #[test]
