@@ -252,7 +252,8 @@ fn open_socket(
 
 /// The data path's state for one start-up: rules, queue, writer seeded with
 /// what STATE_DB and APPL_DB hold for the configured ports (two pipelined
-/// reads; the warm reconcile compares against the first).
+/// reads, 128 ports per round trip; the warm reconcile compares against the
+/// first).
 async fn build_core(
     cli: &Cli,
     layout: &DbLayout,

@@ -1,7 +1,7 @@
 //! What STATE_DB `PORT_TABLE|<port>` holds of the four fields portsyncd
 //! owns, as far as the daemon knows.
 //!
-//! Seeded by one pipelined HMGET at start-up (and again after Redis came
+//! Seeded by pipelined HMGETs at start-up (and again after Redis came
 //! back), updated on every acknowledged write. With it the hot path sends
 //! plain `HSET`s of the fields that changed, and a warm restart with nothing
 //! changed sends nothing, without a script reading the row in Redis.
