@@ -552,6 +552,62 @@ fn healthz_and_readyz_answer_503_while_redis_is_down_and_livez_200() {
     );
 }
 
+/// `/livez` fails when the data-path loop stops going round, while the
+/// endpoint's own thread goes on answering. The data path runs on the main
+/// thread (its thread id is the pid); ptrace stops that one thread alone
+/// (SIGSTOP would stop the endpoint too). Released, it is live again and
+/// port sync goes on.
+#[test]
+fn livez_answers_503_while_the_data_path_thread_is_frozen() {
+    let mut e = Endpoint::start(&[]);
+    e.bed.wait_all_match_kernel(DEADLINE, &["Ethernet0"]);
+    let live = e.request(&[], LIVE_URL);
+    assert_eq!(live.code, "200", "{live:?}");
+    let tid = e.daemon.pid() as libc::pid_t;
+    // SAFETY: plain ptrace(2)/waitpid(2) calls on our own child's main
+    // thread, all from this thread (the tracer); nothing else waits on the
+    // child until it is detached.
+    unsafe {
+        assert_eq!(
+            libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
+            0,
+            "PTRACE_SEIZE"
+        );
+        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+        assert!(libc::WIFSTOPPED(status), "status {status:#x}");
+    }
+    // The verdict turns after 20 s without a beat (systemd::MIN_STALE_AFTER).
+    let frozen = wait_for(
+        Duration::from_secs(40),
+        "/livez to answer 503 while the data path is frozen",
+        || e.request(&[], LIVE_URL),
+        |r| r.code == "503",
+    );
+    assert!(
+        frozen
+            .body
+            .contains("not live: the data path has not gone round for"),
+        "{frozen:?}"
+    );
+    // SAFETY: as above; detaching resumes the thread.
+    assert_eq!(
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) },
+        0,
+        "PTRACE_DETACH"
+    );
+    wait_for(
+        DEADLINE,
+        "/livez to answer 200 once the data path runs again",
+        || e.request(&[], LIVE_URL),
+        |r| r.code == "200",
+    );
+    e.daemon.assert_alive();
+    e.bed.ns.set_down("Ethernet0");
+    e.bed.wait_all_match_kernel(DEADLINE, &["Ethernet0"]);
+}
+
 #[test]
 fn the_ipv6_wildcard_never_accepts_ipv4() {
     let certs = Certs::new();
