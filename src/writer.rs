@@ -158,6 +158,14 @@ pub struct Writer {
     pub batch_max: usize,
 }
 
+/// What one try of [`Writer::plan`] came to.
+enum Planned {
+    Round(Round, RoundFuture),
+    /// Keys were taken, and every one was settled without a command.
+    AllSettled,
+    Nothing,
+}
+
 /// How a round ended, as far as the caller must act.
 #[derive(Debug, Default)]
 pub struct RoundOutcome {
@@ -254,167 +262,184 @@ impl Writer {
         if !state_up && !appl_up {
             return None;
         }
+        // Everything taken may be settled at once (the rows already hold
+        // it, as after a storm whose downs and ups folded): then the next due
+        // keys are taken now. Left for the loop, they would wait for its next
+        // timer, up to a second, with nothing to wake it. Each turn takes keys
+        // off the queue, so this ends.
         loop {
-            let mut taken = Vec::new();
-            let configured = &self.configured;
-            queue.take_due_where(now, self.batch_max, &mut taken, |key, op| match (key, op) {
-                (Key::StatePort(port), Op::Port { set, .. }) => {
-                    state_up && (appl_up || set.is_none() || configured.contains(port))
-                }
-                (Key::ApplPort(_), _) => appl_up,
-                (Key::StateHash(_), _) => state_up,
-                _ => true,
-            });
-            if taken.is_empty() && !self.check_markers {
-                return None;
+            match self.plan_once(queue, now, landed, state_up, appl_up) {
+                Planned::Round(round, future) => return Some((round, future)),
+                Planned::AllSettled => continue,
+                Planned::Nothing => return None,
             }
-            let took_any = !taken.is_empty();
-            let mut state = redis::pipe();
-            let mut appl = redis::pipe();
-            let (mut n_state, mut n_appl) = (0usize, 0usize);
-            let appl_script_load = self.script_needed;
-            if appl_script_load {
-                appl.add_command(self.producer.load_command());
-                n_appl += 1;
-            }
-            let mut round = Round {
-                plans: Vec::with_capacity(taken.len()),
-                state_marker: None,
-                appl_marker: None,
-                appl_script_load,
-                sent: now,
-            };
-            for taken in taken {
-                match (&taken.key, &taken.op) {
-                    (
-                        Key::StatePort(port),
-                        Op::Port {
-                            delete_first,
-                            set,
-                            full,
-                        },
-                    ) => {
-                        let port = port.clone();
-                        let del = delete_first.then(|| {
-                            state.cmd("DEL").arg(self.state_key(&port));
-                            n_state += 1;
-                            n_state - 1
-                        });
-                        let (mut hset, mut probe, mut waiting) = (None, None, None);
-                        if let Some(s) = set {
-                            if self.configured.contains(&port) {
-                                let values = state_values(s);
-                                // After a DEL in the same round the row is empty.
-                                let fields = if *delete_first {
-                                    vec![0, 1, 2, 3]
-                                } else {
-                                    self.image.changes(&port, &values, *full)
-                                };
-                                if !fields.is_empty() {
-                                    let cmd = state.cmd("HSET").arg(self.state_key(&port));
-                                    for &i in &fields {
-                                        cmd.arg(STATE_FIELDS[i]).arg(&values[i]);
-                                    }
-                                    n_state += 1;
-                                    hset = Some((n_state - 1, values, fields));
-                                }
-                            } else {
-                                appl.cmd("EXISTS").arg(self.appl_key(&port));
-                                n_appl += 1;
-                                probe = Some(n_appl - 1);
-                                waiting = Some(Op::port_set(*s, *full));
-                            }
-                        }
-                        if del.is_none() && hset.is_none() && probe.is_none() {
-                            // The row already holds this state.
-                            queue.acked(&taken);
-                            if let Some(s) = set {
-                                landed.push(Landed::Row {
-                                    port,
-                                    since: taken.since,
-                                    fields: 0,
-                                    oper_up: s.oper_up,
-                                    admin_up: s.admin_up,
-                                });
-                            }
-                            continue;
-                        }
-                        round.plans.push(Plan::Port {
-                            taken,
-                            port,
-                            del,
-                            hset,
-                            probe,
-                            waiting,
-                        });
-                    }
-                    (Key::ApplPort(key), Op::Fields(fields)) => {
-                        appl.add_command(self.producer.set(key, fields));
-                        n_appl += 1;
-                        round.plans.push(Plan::Appl {
-                            at: n_appl - 1,
-                            taken,
-                        });
-                    }
-                    (Key::StateHash(key), Op::Fields(fields)) => {
-                        let cmd = state.cmd("HSET").arg(key.as_str());
-                        for (f, v) in fields {
-                            cmd.arg(f).arg(v);
-                        }
-                        n_state += 1;
-                        round.plans.push(Plan::StateHash {
-                            at: n_state - 1,
-                            taken,
-                        });
-                    }
-                    _ => {
-                        warn!(key = ?taken.key, "a queue entry of the wrong kind was dropped");
-                        queue.acked(&taken);
-                    }
-                }
-            }
-            let mut pinged = false;
-            if self.check_markers && state_up && appl_up {
-                if let Some(key) = &self.markers.state {
-                    state.cmd("EXISTS").arg(key.as_str());
-                    n_state += 1;
-                    round.state_marker = Some(n_state - 1);
-                }
-                if let Some((consumed, staged)) = &self.markers.appl {
-                    appl.cmd("EXISTS").arg(consumed).arg(staged);
-                    round.appl_marker = Some(n_appl);
-                } else {
-                    // No marker yet: a PING keeps the connection (and redis_up)
-                    // honest all the same.
-                    appl.cmd("PING");
-                }
-                n_appl += 1;
-                pinged = true;
-                self.check_markers = false;
-            }
-            if round.plans.is_empty() && !pinged {
-                // Everything taken was settled at once (the rows already hold
-                // it, as after a storm whose downs and ups folded): take the
-                // next due keys now. Left for the loop, they would wait for its
-                // next timer, up to a second, with nothing to wake it. Each turn
-                // takes keys off the queue, so this ends.
-                if took_any {
-                    continue;
-                }
-                return None;
-            }
-            if n_appl == usize::from(appl_script_load) {
-                // Nothing for APPL_DB but the script: keep it for a later round.
-                round.appl_script_load = false;
-                appl = redis::pipe();
-                n_appl = 0;
-            }
-            let future = Box::pin(run_round(
-                side(&mut self.state, state, n_state),
-                side(&mut self.appl, appl, n_appl),
-            ));
-            return Some((round, future));
         }
+    }
+
+    /// One try of [`plan`](Self::plan): takes up to a round of due keys.
+    fn plan_once(
+        &mut self,
+        queue: &mut CoalescingQueue,
+        now: Instant,
+        landed: &mut Vec<Landed>,
+        state_up: bool,
+        appl_up: bool,
+    ) -> Planned {
+        let mut taken = Vec::new();
+        let configured = &self.configured;
+        queue.take_due_where(now, self.batch_max, &mut taken, |key, op| match (key, op) {
+            (Key::StatePort(port), Op::Port { set, .. }) => {
+                state_up && (appl_up || set.is_none() || configured.contains(port))
+            }
+            (Key::ApplPort(_), _) => appl_up,
+            (Key::StateHash(_), _) => state_up,
+            _ => true,
+        });
+        if taken.is_empty() && !self.check_markers {
+            return Planned::Nothing;
+        }
+        let took_any = !taken.is_empty();
+        let mut state = redis::pipe();
+        let mut appl = redis::pipe();
+        let (mut n_state, mut n_appl) = (0usize, 0usize);
+        let appl_script_load = self.script_needed;
+        if appl_script_load {
+            appl.add_command(self.producer.load_command());
+            n_appl += 1;
+        }
+        let mut round = Round {
+            plans: Vec::with_capacity(taken.len()),
+            state_marker: None,
+            appl_marker: None,
+            appl_script_load,
+            sent: now,
+        };
+        for taken in taken {
+            match (&taken.key, &taken.op) {
+                (
+                    Key::StatePort(port),
+                    Op::Port {
+                        delete_first,
+                        set,
+                        full,
+                    },
+                ) => {
+                    let port = port.clone();
+                    let del = delete_first.then(|| {
+                        state.cmd("DEL").arg(self.state_key(&port));
+                        n_state += 1;
+                        n_state - 1
+                    });
+                    let (mut hset, mut probe, mut waiting) = (None, None, None);
+                    if let Some(s) = set {
+                        if self.configured.contains(&port) {
+                            let values = state_values(s);
+                            // After a DEL in the same round the row is empty.
+                            let fields = if *delete_first {
+                                vec![0, 1, 2, 3]
+                            } else {
+                                self.image.changes(&port, &values, *full)
+                            };
+                            if !fields.is_empty() {
+                                let cmd = state.cmd("HSET").arg(self.state_key(&port));
+                                for &i in &fields {
+                                    cmd.arg(STATE_FIELDS[i]).arg(&values[i]);
+                                }
+                                n_state += 1;
+                                hset = Some((n_state - 1, values, fields));
+                            }
+                        } else {
+                            appl.cmd("EXISTS").arg(self.appl_key(&port));
+                            n_appl += 1;
+                            probe = Some(n_appl - 1);
+                            waiting = Some(Op::port_set(*s, *full));
+                        }
+                    }
+                    if del.is_none() && hset.is_none() && probe.is_none() {
+                        // The row already holds this state.
+                        queue.acked(&taken);
+                        if let Some(s) = set {
+                            landed.push(Landed::Row {
+                                port,
+                                since: taken.since,
+                                fields: 0,
+                                oper_up: s.oper_up,
+                                admin_up: s.admin_up,
+                            });
+                        }
+                        continue;
+                    }
+                    round.plans.push(Plan::Port {
+                        taken,
+                        port,
+                        del,
+                        hset,
+                        probe,
+                        waiting,
+                    });
+                }
+                (Key::ApplPort(key), Op::Fields(fields)) => {
+                    appl.add_command(self.producer.set(key, fields));
+                    n_appl += 1;
+                    round.plans.push(Plan::Appl {
+                        at: n_appl - 1,
+                        taken,
+                    });
+                }
+                (Key::StateHash(key), Op::Fields(fields)) => {
+                    let cmd = state.cmd("HSET").arg(key.as_str());
+                    for (f, v) in fields {
+                        cmd.arg(f).arg(v);
+                    }
+                    n_state += 1;
+                    round.plans.push(Plan::StateHash {
+                        at: n_state - 1,
+                        taken,
+                    });
+                }
+                _ => {
+                    warn!(key = ?taken.key, "a queue entry of the wrong kind was dropped");
+                    queue.acked(&taken);
+                }
+            }
+        }
+        let mut pinged = false;
+        if self.check_markers && state_up && appl_up {
+            if let Some(key) = &self.markers.state {
+                state.cmd("EXISTS").arg(key.as_str());
+                n_state += 1;
+                round.state_marker = Some(n_state - 1);
+            }
+            if let Some((consumed, staged)) = &self.markers.appl {
+                appl.cmd("EXISTS").arg(consumed).arg(staged);
+                round.appl_marker = Some(n_appl);
+            } else {
+                // No marker yet: a PING keeps the connection (and redis_up)
+                // honest all the same.
+                appl.cmd("PING");
+            }
+            n_appl += 1;
+            pinged = true;
+            self.check_markers = false;
+        }
+        if round.plans.is_empty() && !pinged {
+            return if took_any {
+                Planned::AllSettled
+            } else {
+                Planned::Nothing
+            };
+        }
+        if n_appl == usize::from(appl_script_load) {
+            // Nothing for APPL_DB but the script: keep it for a later round.
+            round.appl_script_load = false;
+            appl = redis::pipe();
+            n_appl = 0;
+        }
+        let future = Box::pin(run_round(
+            side(&mut self.state, state, n_state),
+            side(&mut self.appl, appl, n_appl),
+        ));
+        Planned::Round(round, future)
     }
 
     /// Settles the queue from a round's replies.
