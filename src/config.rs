@@ -86,6 +86,13 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// How to reach Redis, as the flags say.
+    pub fn redis_access(&self) -> anyhow::Result<crate::sonic::connect::RedisAccess> {
+        Ok(crate::sonic::connect::RedisAccess {
+            tcp: self.redis_tcp,
+        })
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout)
     }

@@ -17,8 +17,9 @@ use crate::metrics::{Metrics, PortLabels};
 use crate::netlink::{LinkSocket, NetlinkItem, ParseStats, RecvOutcome, parse_datagram};
 use crate::port_name::PortName;
 use crate::queue::{CoalescingQueue, Key, Op};
+use crate::status::Status;
 use crate::sync::{Decision, SyncRules};
-use crate::systemd::{IDLE_BEAT, Liveness};
+use crate::systemd::IDLE_BEAT;
 use crate::warm_reconcile::Progress;
 use crate::writer::{Landed, Round, RoundFuture, RoundReply, Writer};
 
@@ -61,6 +62,8 @@ pub struct Core {
     pub writer: Writer,
     pub progress: Progress,
     pub metrics: Metrics,
+    /// What systemd and the probes read; set from here only.
+    pub status: Status,
     dump: Dump,
     eoiu_seen: bool,
     stats: ParseStats,
@@ -82,6 +85,7 @@ impl Core {
             writer,
             progress,
             metrics,
+            status: Status::default(),
             dump: Dump::Idle { wanted: true },
             eoiu_seen: false,
             stats: ParseStats::default(),
@@ -361,6 +365,24 @@ impl Core {
             .redis_keys_failing
             .set(self.queue.failing().count() as i64);
         self.progress.tick(&mut self.queue, now);
+        self.publish_phase();
+    }
+
+    /// The start-up's phase, from what landed.
+    fn publish_phase(&self) {
+        let m = &self.metrics;
+        let configured = if m.warm_restart.get() == 1 {
+            m.warm_restart_reconciled.get() == 1
+        } else {
+            m.port_config_done.get() == 1
+        };
+        if configured {
+            self.status.set_phase(if m.port_init_done.get() == 1 {
+                crate::status::Phase::Initialized
+            } else {
+                crate::status::Phase::Configured
+            });
+        }
     }
 }
 
@@ -422,7 +444,7 @@ impl StormLinger {
 pub async fn run(
     socket: &mut AsyncFd<LinkSocket>,
     core: &mut Core,
-    liveness: &Liveness,
+    status: &Status,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
     shutdown_timeout: Duration,
 ) -> Exit {
@@ -432,7 +454,7 @@ pub async fn run(
     let mut linger = StormLinger::default();
     loop {
         let now = Instant::now();
-        liveness.data_path.beat();
+        status.beat();
         if now >= next_tick {
             next_tick = now + IDLE_BEAT;
             // Once a second: is the data still there (see Writer::markers)?
@@ -441,6 +463,11 @@ pub async fn run(
             core.metrics
                 .redis_up
                 .set(i64::from(core.writer.connected()));
+            core.status.set_redis(if core.writer.connected() {
+                Ok(())
+            } else {
+                Err("the data path has no working Redis connection; retrying".into())
+            });
             core.progress.tick(&mut core.queue, now);
         }
         core.start_dump_if_wanted(socket.get_mut());
@@ -497,6 +524,7 @@ pub async fn run(
                 loop {
                     match guard.get_inner_mut().recv() {
                         Ok(RecvOutcome::Datagrams(datagrams)) => {
+                            core.status.set_netlink(Ok(()));
                             for bytes in datagrams {
                                 core.on_datagram(bytes, received);
                             }
@@ -515,6 +543,7 @@ pub async fn run(
                         }
                         Err(e) => {
                             core.metrics.netlink_up.set(0);
+                            core.status.set_netlink(Err(format!("netlink receive failed: {e}")));
                             error!(error = %e, "netlink receive failed; retrying");
                             guard.clear_ready();
                             break;

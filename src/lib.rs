@@ -18,6 +18,7 @@ pub mod queue;
 pub mod sonic;
 pub mod startup;
 pub mod state_image;
+pub mod status;
 pub mod sync;
 pub mod systemd;
 pub mod warm_reconcile;
@@ -39,7 +40,7 @@ use crate::data_path::{Core, Exit};
 use crate::metrics::Metrics;
 use crate::netlink::{LinkSocket, bring_link_down, present_netdevs};
 use crate::queue::CoalescingQueue;
-use crate::sonic::connect::{client_for, connect_with_retry};
+use crate::sonic::connect::{Clients, connect_with_retry};
 use crate::sonic::db_config::{DbLayout, load_layout};
 use crate::sonic::warm_table::{self, WarmState};
 use crate::startup::StartupInputs;
@@ -58,13 +59,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     let namespace = cli.effective_namespace();
     let layout = load_layout(&cli.db_config, namespace.as_deref())?;
     info!(version = env!("CARGO_PKG_VERSION"), db_config = %cli.db_config.display(), namespace = namespace.as_deref().unwrap_or(""), "portsyncd starting");
-    sonic::logger_table::spawn(&layout.config, cli.redis_tcp)?;
+    let clients = Clients::new(&layout, &cli.redis_access()?)?;
+    sonic::logger_table::spawn(&layout.config, clients.config.clone())?;
     let metrics = Metrics::new();
-    let liveness = systemd::Liveness::default();
-    start_endpoint(&cli, &metrics, &liveness)?;
+    let status = status::Status::default();
+    start_endpoint(&cli, &metrics, &status)?;
     let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);
-    let mut shutdown = shutdown_signal(notifier.clone())?;
-    systemd::start(notifier.clone(), metrics.clone(), liveness.clone());
+    let mut shutdown = shutdown_signal(notifier.clone(), status.clone())?;
+    systemd::start(notifier.clone(), metrics.clone(), status.clone());
 
     let mut socket: Option<AsyncFd<LinkSocket>> = None;
     let mut old = Vec::new();
@@ -73,7 +75,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         let started = Instant::now();
         let Some((inputs, conns)) = until(
             &mut shutdown,
-            read_inputs(&cli, &layout, after_data_loss, &liveness),
+            read_inputs(&clients, &layout, after_data_loss, &status),
         )
         .await
         else {
@@ -84,6 +86,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             dpu: inputs.dpu,
         };
         metrics.warm_restart.set(i64::from(mode.warm));
+        status.set_warm(mode.warm);
         metrics
             .warm_restart_count
             .set(i64::try_from(inputs.warm.restore_count).unwrap_or(i64::MAX));
@@ -97,15 +100,20 @@ pub async fn run(cli: Cli) -> Result<()> {
             Some(socket) => socket,
             None => {
                 let (opened, old_now) = open_socket(&cli, mode, &metrics)?;
+                status.set_netlink(Ok(()));
                 old = old_now;
                 socket.insert(opened)
             }
         };
-        let mut core = build_core(&cli, &layout, inputs, conns, &old, &metrics, started).await;
+        let mut core = build_core(
+            &cli, &clients, &layout, inputs, conns, &old, &metrics, started,
+        )
+        .await;
+        core.status = status.clone();
         let exit = data_path::run(
             socket,
             &mut core,
-            &liveness,
+            &status,
             &mut shutdown,
             cli.shutdown_timeout(),
         )
@@ -114,6 +122,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Exit::Shutdown => return Ok(()),
             Exit::DataLost => {
                 after_data_loss = true;
+                status.set_phase(status::Phase::Starting);
                 metrics.port_config_done.set(0);
                 metrics.port_init_done.set(0);
                 metrics.warm_restart_reconciled.set(0);
@@ -132,25 +141,24 @@ struct Conns {
 /// warm-restart state, retrying until Redis answers. After Redis lost its
 /// data it also waits until CONFIG_DB holds ports again.
 async fn read_inputs(
-    cli: &Cli,
+    clients: &Clients,
     layout: &DbLayout,
     after_data_loss: bool,
-    liveness: &systemd::Liveness,
+    status: &status::Status,
 ) -> (StartupInputs, Conns) {
-    let client = |db| client_for(db, cli.redis_tcp).expect("clients were checked at start");
-    let (config, state, appl) = (
-        client(&layout.config),
-        client(&layout.state),
-        client(&layout.appl),
-    );
+    let Clients {
+        config,
+        state,
+        appl,
+    } = clients;
     let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         // Waiting for Redis (or for CONFIG_DB after a data loss) is progress
         // the watchdog must not mistake for a wedge.
-        let beat = || liveness.data_path.beat();
-        let mut config_conn = connect_with_retry(&config, "CONFIG_DB", &beat).await;
-        let mut state_conn = connect_with_retry(&state, "STATE_DB", &beat).await;
-        let appl_conn = connect_with_retry(&appl, "APPL_DB", &beat).await;
+        let beat = || status.beat();
+        let mut config_conn = connect_with_retry(config, "CONFIG_DB", &beat).await;
+        let mut state_conn = connect_with_retry(state, "STATE_DB", &beat).await;
+        let appl_conn = connect_with_retry(appl, "APPL_DB", &beat).await;
         if after_data_loss {
             match startup::read_ports(&mut config_conn, layout).await {
                 Ok(ports) if ports.is_empty() => {
@@ -254,8 +262,10 @@ fn open_socket(
 /// what STATE_DB and APPL_DB hold for the configured ports (two pipelined
 /// reads, 128 ports per round trip; the warm reconcile compares against the
 /// first).
+#[allow(clippy::too_many_arguments)]
 async fn build_core(
     cli: &Cli,
+    clients: &Clients,
     layout: &DbLayout,
     inputs: StartupInputs,
     mut conns: Conns,
@@ -263,8 +273,7 @@ async fn build_core(
     metrics: &Metrics,
     started: Instant,
 ) -> Core {
-    let client = |db| client_for(db, cli.redis_tcp).expect("clients were checked at start");
-    let mut writer = Writer::new(layout, client(&layout.state), client(&layout.appl));
+    let mut writer = Writer::new(layout, clients.state.clone(), clients.appl.clone());
     let ports: Vec<_> = inputs.ports.iter().map(|(p, _)| p.clone()).collect();
     match startup::read_state_rows(&mut conns.state, layout, &ports).await {
         Ok(rows) => {
@@ -306,14 +315,14 @@ async fn build_core(
 
 /// The endpoint runs on its own thread; a failure to start it is reported
 /// and never stops port sync.
-fn start_endpoint(cli: &Cli, metrics: &Metrics, liveness: &systemd::Liveness) -> Result<()> {
+fn start_endpoint(cli: &Cli, metrics: &Metrics, status: &status::Status) -> Result<()> {
     if !cli.no_metrics {
         // Never fails: a broken endpoint stays closed and retries; port sync runs.
         crate::metrics::start_server(
             cli.metrics.clone(),
             metrics.clone(),
             cli.queue_capacity,
-            liveness.clone(),
+            status.clone(),
         );
     } else {
         // The endpoint owns SIGHUP (reload); without it, SIGHUP's default
@@ -334,7 +343,7 @@ type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Completes on the first SIGTERM or SIGINT, having told systemd that the
 /// daemon is stopping (before the flush, so `systemctl status` says so while
 /// it runs).
-fn shutdown_signal(notifier: Arc<systemd::Notifier>) -> Result<Shutdown> {
+fn shutdown_signal(notifier: Arc<systemd::Notifier>, status: status::Status) -> Result<Shutdown> {
     let mut sigterm =
         signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut sigint =
@@ -344,6 +353,7 @@ fn shutdown_signal(notifier: Arc<systemd::Notifier>) -> Result<Shutdown> {
             _ = sigterm.recv() => info!(signal = "SIGTERM", "signal received"),
             _ = sigint.recv() => info!(signal = "SIGINT", "signal received"),
         }
+        status.set_phase(status::Phase::Stopping);
         notifier.notify("STOPPING=1");
     }))
 }

@@ -16,18 +16,13 @@
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::sonic::redis_value::{Reading, decimal, shown};
-
-/// A heartbeat older than this is stale even when `WatchdogSec=` is shorter:
-/// the loop's slowest healthy turn (a re-read of STATE_DB after a reconnect,
-/// bounded by the 5 s response timeout) must never look like a wedge.
-pub const MIN_STALE_AFTER: Duration = Duration::from_secs(20);
+use crate::status::{MIN_STALE_AFTER, Status};
 
 /// How often idle loops wake up just to beat.
 pub const IDLE_BEAT: Duration = Duration::from_secs(1);
@@ -157,59 +152,9 @@ pub fn watchdog_period_from(
     }
 }
 
-/// When a loop last went round, in milliseconds since the process' clock
-/// origin; 0 while the loop has not started.
-#[derive(Clone, Default)]
-pub struct Heartbeat(Arc<AtomicU64>);
-
-impl Heartbeat {
-    pub fn beat(&self) {
-        self.0.store(clock_ms().max(1), Ordering::Relaxed);
-    }
-
-    /// Time since the last beat, or `None` before the first.
-    fn age(&self, now_ms: u64) -> Option<Duration> {
-        match self.0.load(Ordering::Relaxed) {
-            0 => None,
-            last => Some(Duration::from_millis(now_ms.saturating_sub(last))),
-        }
-    }
-}
-
-fn clock_ms() -> u64 {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
-}
-
-/// The two loops whose progress the watchdog vouches for.
-/// The data path's heartbeat, which the watchdog and `/livez` read.
-#[derive(Clone, Default)]
-pub struct Liveness {
-    pub data_path: Heartbeat,
-}
-
-/// What the watchdog check concluded.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Alive,
-    /// The data path's heartbeat is this old.
-    Stalled(Duration),
-}
-
-impl Liveness {
-    /// Alive when the loop beat within `stale_after` (or has not started:
-    /// systemd's start timeout covers that).
-    pub fn verdict(&self, stale_after: Duration) -> Verdict {
-        match self.data_path.age(clock_ms()) {
-            Some(age) if age > stale_after => Verdict::Stalled(age),
-            _ => Verdict::Alive,
-        }
-    }
-}
-
-/// Pings the watchdog at half its period while [`Liveness::verdict`] says
-/// alive; withholds the ping (and says why in the log and STATUS=) when not.
-pub async fn run_watchdog(notifier: Arc<Notifier>, period: Duration, liveness: Liveness) {
+/// Pings the watchdog at half its period while the data path
+/// is alive ([`Status::stalled`]); withholds the ping (and says why in the log and STATUS=) when not.
+pub async fn run_watchdog(notifier: Arc<Notifier>, period: Duration, status: Status) {
     let stale_after = period.max(MIN_STALE_AFTER);
     let mut ticks = tokio::time::interval(period / 2);
     let mut withheld = false;
@@ -219,8 +164,8 @@ pub async fn run_watchdog(notifier: Arc<Notifier>, period: Duration, liveness: L
     );
     loop {
         ticks.tick().await;
-        match liveness.verdict(stale_after) {
-            Verdict::Alive => {
+        match status.stalled(stale_after) {
+            None => {
                 notifier.notify("WATCHDOG=1");
                 if withheld {
                     withheld = false;
@@ -228,7 +173,7 @@ pub async fn run_watchdog(notifier: Arc<Notifier>, period: Duration, liveness: L
                     notifier.notify("STATUS=Syncing ports (pipeline progressing again)");
                 }
             }
-            Verdict::Stalled(age) => {
+            Some(age) => {
                 if !withheld {
                     withheld = true;
                     warn!(
@@ -270,13 +215,13 @@ pub async fn announce_ready(notifier: Arc<Notifier>, metrics: Metrics) {
 }
 
 /// Starts the readiness and watchdog tasks for the daemon's lifetime.
-pub fn start(notifier: Arc<Notifier>, metrics: Metrics, liveness: Liveness) {
+pub fn start(notifier: Arc<Notifier>, metrics: Metrics, status: Status) {
     if !notifier.is_enabled() {
         return;
     }
     tokio::spawn(announce_ready(notifier.clone(), metrics.clone()));
     if let Some(period) = watchdog_period() {
-        tokio::spawn(run_watchdog(notifier, period, liveness));
+        tokio::spawn(run_watchdog(notifier, period, status));
     }
 }
 
@@ -369,18 +314,5 @@ mod tests {
             assert!(!err.to_string().is_empty());
         }
         assert!(Notifier::to_address(b"/tmp/\xff\xfe-not-utf8").is_ok());
-    }
-
-    #[test]
-    fn a_stale_data_path_stops_the_verdict_alive() {
-        let liveness = Liveness::default();
-        assert_eq!(liveness.verdict(Duration::ZERO), Verdict::Alive);
-        liveness.data_path.beat();
-        assert_eq!(liveness.verdict(Duration::from_secs(60)), Verdict::Alive);
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(matches!(
-            liveness.verdict(Duration::from_millis(10)),
-            Verdict::Stalled(_)
-        ));
     }
 }

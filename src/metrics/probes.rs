@@ -10,11 +10,11 @@
 use std::time::Duration;
 
 use crate::metrics::Metrics;
-use crate::systemd::{Liveness, MIN_STALE_AFTER, Verdict};
+use crate::status::{MIN_STALE_AFTER, Status};
 
 pub struct Probes {
     metrics: Metrics,
-    liveness: Liveness,
+    status: Status,
     stale_after: Duration,
 }
 
@@ -22,22 +22,22 @@ pub struct Probes {
 pub type Answer = (bool, String);
 
 impl Probes {
-    pub fn new(metrics: Metrics, liveness: Liveness) -> Self {
-        Self::with_stale_after(metrics, liveness, MIN_STALE_AFTER)
+    pub fn new(metrics: Metrics, status: Status) -> Self {
+        Self::with_stale_after(metrics, status, MIN_STALE_AFTER)
     }
 
-    pub fn with_stale_after(metrics: Metrics, liveness: Liveness, stale_after: Duration) -> Self {
+    pub fn with_stale_after(metrics: Metrics, status: Status, stale_after: Duration) -> Self {
         Self {
             metrics,
-            liveness,
+            status,
             stale_after,
         }
     }
 
     pub fn live(&self) -> Answer {
-        match self.liveness.verdict(self.stale_after) {
-            Verdict::Alive => (true, "live: the data path goes round\n".into()),
-            Verdict::Stalled(age) => (
+        match self.status.stalled(self.stale_after) {
+            None => (true, "live: the data path goes round\n".into()),
+            Some(age) => (
                 false,
                 format!(
                     "not live: the data path has not gone round for {} s\n",
@@ -73,7 +73,7 @@ mod tests {
     #[test]
     fn ready_needs_port_init_done_and_redis() {
         let m = Metrics::new();
-        let p = Probes::new(m.clone(), Liveness::default());
+        let p = Probes::new(m.clone(), Status::default());
         let (ok, why) = p.ready();
         assert!(
             !ok && why.contains("PortInitDone") && why.contains("Redis"),
@@ -89,9 +89,9 @@ mod tests {
     #[test]
     fn live_follows_the_heartbeats_not_redis() {
         let m = Metrics::new();
-        let liveness = Liveness::default();
-        let p = Probes::with_stale_after(m.clone(), liveness.clone(), Duration::from_millis(50));
-        liveness.data_path.beat();
+        let status = Status::default();
+        let p = Probes::with_stale_after(m.clone(), status.clone(), Duration::from_millis(50));
+        status.beat();
         m.redis_up.set(0);
         assert!(p.live().0, "a Redis outage is not a dead daemon");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -100,7 +100,7 @@ mod tests {
         }
         let (ok, why) = p.live();
         assert!(!ok && why.contains("data path"), "{why}");
-        liveness.data_path.beat();
+        status.beat();
         assert!(p.live().0);
     }
 }

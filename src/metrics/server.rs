@@ -50,7 +50,7 @@ use super::process::{self, ProcessCollector};
 use super::reload::{POLL_INTERVAL, TlsState};
 use super::render::{render, wants_openmetrics};
 use super::unverified::{Ticket, UnverifiedPool};
-use crate::systemd::Liveness;
+use crate::status::Status as DaemonStatus;
 
 /// How long a connection past its lifetime may take to finish the response
 /// in progress before it is dropped.
@@ -81,7 +81,7 @@ struct Shared {
 /// a problem is logged and keeps the endpoint (never the daemon) down.
 /// Installs the SIGHUP handler before it returns, so a SIGHUP never ends
 /// the daemon.
-pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64, liveness: Liveness) {
+pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64, status: DaemonStatus) {
     process::record_start();
     let endpoint = EndpointMetrics::default();
     endpoint
@@ -98,7 +98,7 @@ pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64, liveness:
     let content = Arc::new(Content {
         registry,
         health: Health::new(metrics.clone(), endpoint.clone(), queue_capacity),
-        probes: Probes::new(metrics, liveness),
+        probes: Probes::new(metrics, status),
         endpoint,
     });
     if let Err(e) = spawn_thread(args, content) {

@@ -9,16 +9,44 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
 use tracing::warn;
 
-use super::db_config::Database;
+use super::db_config::{Database, DbLayout};
 use crate::backoff::Backoff;
 
 /// How long one command or pipeline may wait for its answer.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A client for `db`: its unix socket, or its TCP address when `tcp` is set.
-pub fn client_for(db: &Database, tcp: bool) -> Result<Client> {
-    let url = if tcp {
+/// How the daemon reaches Redis: the transport, and (issue 19) the ACL user
+/// it authenticates as on every connection.
+#[derive(Debug, Clone, Default)]
+pub struct RedisAccess {
+    /// TCP to the instance's hostname/port instead of its unix socket.
+    pub tcp: bool,
+}
+
+/// One client per database the daemon uses, made once at start: a layout
+/// the daemon cannot use (an instance without `unix_socket_path`, say) is
+/// refused before anything runs, with the same words check-config uses.
+#[derive(Clone)]
+pub struct Clients {
+    pub config: Client,
+    pub state: Client,
+    pub appl: Client,
+}
+
+impl Clients {
+    pub fn new(layout: &DbLayout, access: &RedisAccess) -> Result<Self> {
+        Ok(Clients {
+            config: client_for(&layout.config, access)?,
+            state: client_for(&layout.state, access)?,
+            appl: client_for(&layout.appl, access)?,
+        })
+    }
+}
+
+/// A client for `db`: its unix socket, or its TCP address when asked.
+pub fn client_for(db: &Database, access: &RedisAccess) -> Result<Client> {
+    let url = if access.tcp {
         let host = db.instance.hostname.as_deref().unwrap_or("127.0.0.1");
         let port = db.instance.port.unwrap_or(6379);
         let host = if host.contains(':') {

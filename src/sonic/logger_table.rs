@@ -15,7 +15,7 @@ use redis::Client;
 use redis::aio::MultiplexedConnection;
 use tracing::{debug, info, warn};
 
-use super::connect::{client_for, connect};
+use super::connect::connect;
 use super::db_config::Database;
 use super::redis_value::shown;
 use crate::backoff::Backoff;
@@ -88,8 +88,7 @@ pub fn notifications_cover_hashes(flags: &str) -> bool {
 
 /// Starts following `LOGGER|portsyncd` of `config` on a thread of its own,
 /// off the data path.
-pub fn spawn(config: &Database, tcp: bool) -> Result<()> {
-    let client = client_for(config, tcp)?;
+pub fn spawn(config: &Database, client: Client) -> Result<()> {
     let key = config.key(TABLE, DAEMON);
     let channel = format!("__keyspace@{}__:{key}", config.id);
     let runtime = tokio::runtime::Builder::new_current_thread()
