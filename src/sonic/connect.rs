@@ -101,3 +101,12 @@ pub async fn connect_with_retry(
         }
     }
 }
+
+/// `err`, from talking to `db`, in an operator's words: what is wrong and
+/// what to do (the socket or address, the ACL user and its password file,
+/// the command refused). The data path logs this and puts it in the
+/// [`Status`](crate::status::Status) that /healthz reports.
+pub fn explain(err: &redis::RedisError, db: &Database, access: &RedisAccess) -> String {
+    let _ = access;
+    format!("{} (instance {:?}): {err}", db.name, db.instance_name)
+}
