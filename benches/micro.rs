@@ -1,6 +1,6 @@
 //! Criterion benches of the daemon's hot path, one stage at a time:
 //! parsing a link message, the sync rules for one event, the coalescing
-//! queue under a storm, and rendering `/metrics` for 64, 512 and 1024 ports.
+//! port records under a storm, and rendering `/metrics` for 64, 512 and 1024 ports.
 //!
 //! Run with `cargo bench --bench micro`. The end-to-end figures (real
 //! links, real Redis) come from `scripts/bench.sh`; see docs/performance.md.
@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use portsyncd::metrics::{Metrics, PortLabels};
 use portsyncd::netlink::{LinkEvent, NetlinkItem, ParseStats, parse_datagram};
 use portsyncd::port_name::PortName;
-use portsyncd::queue::{CoalescingQueue, Key, Op};
+use portsyncd::ports::{Outcome, Ports};
 use portsyncd::sync::{Decision, PortState, SyncRules};
 
 /// The kernel's RTM_NEWLINK for a veth `Ethernet0` (mtu 9100, up, peer up),
@@ -87,52 +87,59 @@ fn rules_one_event(c: &mut Criterion) {
 }
 
 /// `ports` x `rounds` x (down, up): what `ip -batch` makes the kernel send
-/// for an admin storm, as the writes the rules produce.
-fn storm_writes(ports: &[String], rounds: usize) -> Vec<(Key, Op)> {
+/// for an admin storm, as (port, ifindex, state).
+fn storm_messages(ports: &[String], rounds: usize) -> Vec<(PortName, u32, PortState)> {
     let names: Vec<PortName> = ports.iter().map(|p| PortName::from(p.as_str())).collect();
-    let mut writes = Vec::with_capacity(ports.len() * rounds * 2);
+    let mut messages = Vec::with_capacity(ports.len() * rounds * 2);
     for _ in 0..rounds {
         for up in [false, true] {
-            for port in &names {
+            for (i, port) in names.iter().enumerate() {
                 let state = PortState {
                     admin_up: up,
                     oper_up: up,
                     mtu: 9100,
                 };
-                writes.push((Key::StatePort(port.clone()), Op::port_set(state, false)));
+                messages.push((port.clone(), i as u32 + 1, state));
             }
         }
     }
-    writes
+    messages
 }
 
-fn queue_under_storm(c: &mut Criterion) {
-    let ports = port_names(512);
+fn ports_under_storm(c: &mut Criterion) {
+    let names = port_names(512);
     let rounds = 10;
-    let writes = storm_writes(&ports, rounds);
-    let mut group = c.benchmark_group("queue");
-    group.throughput(Throughput::Elements(writes.len() as u64));
-    // Every event is pushed while the writer is away; then the writer drains
-    // it in batches of 512, as it would after one slow round trip.
-    group.bench_function("storm_512_ports_x10_push_then_drain", |b| {
+    let messages = storm_messages(&names, rounds);
+    let mut group = c.benchmark_group("ports");
+    group.throughput(Throughput::Elements(messages.len() as u64));
+    // Every message is applied while the writer is away; then the writer
+    // drains the dirty ports in rounds of 512, as after one slow round trip.
+    group.bench_function("storm_512_ports_x10_mark_then_drain", |b| {
         b.iter_batched(
-            || writes.clone(),
-            |writes| {
-                let mut queue = CoalescingQueue::new(65_536);
-                let now = Instant::now();
-                for (key, op) in writes {
-                    queue.push(key, op, now);
+            || messages.clone(),
+            |messages| {
+                let configured: Vec<PortName> =
+                    names.iter().map(|p| PortName::from(p.as_str())).collect();
+                let mut ports = Ports::new(configured.iter().cloned(), 65_536);
+                ports.take_asks();
+                for p in &configured {
+                    ports.set_configured(p, true);
                 }
-                assert_eq!(queue.len(), ports.len());
-                let mut batch = Vec::with_capacity(512);
-                while !queue.is_empty() {
-                    batch.clear();
-                    queue.take_due(now, 512, &mut batch);
-                    for taken in &batch {
-                        queue.acked(taken);
+                let now = Instant::now();
+                for (port, ifindex, state) in messages {
+                    ports.on_link(&port, ifindex, state, now);
+                }
+                assert_eq!(ports.pending(), names.len());
+                loop {
+                    let takes = ports.take(now, 512);
+                    if takes.is_empty() {
+                        break;
+                    }
+                    for take in &takes {
+                        ports.settle(take, Outcome::Done, Outcome::Done, now);
                     }
                 }
-                queue
+                ports
             },
             criterion::BatchSize::LargeInput,
         )
@@ -140,7 +147,6 @@ fn queue_under_storm(c: &mut Criterion) {
     group.finish();
 }
 
-/// A registry as a busy daemon has it: every per-port series populated.
 fn populated_registry(ports: usize) -> Registry {
     let metrics = Metrics::new();
     for port in port_names(ports) {
@@ -184,7 +190,7 @@ criterion_group!(
     benches,
     parse_one_message,
     rules_one_event,
-    queue_under_storm,
+    ports_under_storm,
     render_metrics
 );
 criterion_main!(benches);

@@ -1,34 +1,35 @@
 //! The data path: one thread, one loop. Each wake-up drains every datagram
-//! the netlink socket holds, applies the rules, folds the writes into the
-//! queue, and, when no round is in flight, sends what is due as one
-//! pipeline per database. While a round is in flight the loop goes on
-//! reading, so during a storm the next round carries everything that
-//! arrived meanwhile; a lone change goes out at once.
+//! the netlink socket holds, applies the rules to the port records, and,
+//! when no round is in flight, writes every dirty port as one pipeline per
+//! database. While a round is in flight the loop goes on reading, so during
+//! a storm the next round carries everything that arrived meanwhile; a lone
+//! change goes out at once. Between rounds it asks APPL_DB about ports
+//! whose configuration is unknown, compares rows with Redis after a
+//! re-dump (or at a warm restart's EOIU), and once a second checks that
+//! what it gave Redis is still there.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, error, info, warn};
 
-use crate::metrics::{Metrics, PortLabels};
+use crate::appl_events::ApplEvents;
+use crate::metrics::Metrics;
 use crate::netlink::{LinkSocket, NetlinkItem, ParseStats, RecvOutcome, parse_datagram};
 use crate::port_name::PortName;
-use crate::queue::{CoalescingQueue, Key, Op};
+use crate::ports::{PortGauges, Ports};
 use crate::status::Status;
-use crate::sync::{Decision, SyncRules};
+use crate::sync::{Decision, PortState, SyncRules};
 use crate::systemd::IDLE_BEAT;
-use crate::warm_reconcile::Progress;
-use crate::writer::{Landed, Round, RoundFuture, RoundReply, Writer};
+use crate::warm_reconcile::{Output, Progress};
+use crate::writer::{Landed, Round, RoundFuture, Writer};
 
 /// Why the loop ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Exit {
     /// SIGTERM/SIGINT, after the flush.
     Shutdown,
-    /// Redis lost its data: the start-up must run again.
+    /// APPL_DB lost what the daemon gave it: the start-up must run again.
     DataLost,
 }
 
@@ -38,123 +39,208 @@ enum Dump {
     /// No dump running; `wanted` asks for one on the next turn.
     Idle { wanted: bool },
     /// A dump with this sequence number is running; `again` asks for another
-    /// one when it ends, because an overrun happened during it.
+    /// one when it ends, because messages were lost during it.
     Running { seq: u32, again: bool },
-}
-
-/// A port's metric labels, flap counter and state gauges, made once so the
-/// hot path allocates and hashes nothing. A deleted port's state series are
-/// removed from the registry and the gauges forgotten, so they come back
-/// (looked up again) with the port's next row.
-struct PortGauges {
-    labels: PortLabels,
-    flaps: Counter,
-    last_oper: Option<bool>,
-    /// oper and admin status, while the series exist.
-    state: Option<(Gauge, Gauge)>,
 }
 
 /// Everything but the socket, so a datagram borrowed from the socket's
 /// buffer can be handled while the loop holds the socket.
 pub struct Core {
-    pub rules: SyncRules,
-    pub queue: CoalescingQueue,
-    pub writer: Writer,
-    pub progress: Progress,
-    pub metrics: Metrics,
-    /// What systemd and the probes read; set from here only.
-    pub status: Status,
+    rules: SyncRules,
+    ports: Ports,
+    writer: Writer,
+    progress: Progress,
+    events: ApplEvents,
+    /// The CONFIG_DB ports, whose APPL_DB entries the check looks for.
+    config_ports: Vec<PortName>,
+    metrics: Metrics,
+    status: Status,
     dump: Dump,
     eoiu_seen: bool,
+    /// Compare every configured row with Redis before the next round.
+    verify: bool,
+    /// Check once a second that our keys are still in Redis.
+    check_due: bool,
+    /// After a failed read between rounds, none before this.
+    io_retry_at: Option<Instant>,
     stats: ParseStats,
-    ports: HashMap<PortName, PortGauges>,
-    landed: Vec<Landed>,
 }
 
 impl Core {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         rules: SyncRules,
-        queue: CoalescingQueue,
+        ports: Ports,
         writer: Writer,
         progress: Progress,
+        events: ApplEvents,
+        config_ports: Vec<PortName>,
         metrics: Metrics,
+        status: Status,
     ) -> Self {
         Core {
             rules,
-            queue,
+            ports,
             writer,
             progress,
+            events,
+            config_ports,
             metrics,
-            status: Status::default(),
+            status,
             dump: Dump::Idle { wanted: true },
             eoiu_seen: false,
+            verify: false,
+            check_due: false,
+            io_retry_at: None,
             stats: ParseStats::default(),
-            ports: HashMap::new(),
-            landed: Vec::new(),
         }
     }
 
     /// Sends what is due as one round, unless nothing is.
     pub fn plan_round(&mut self, now: Instant) -> Option<(Round, RoundFuture)> {
-        let round = self.writer.plan(&mut self.queue, now, &mut self.landed);
-        if !self.landed.is_empty() {
-            self.on_landed(now);
-        }
-        round
+        self.ports.held = self.progress.holds_writes();
+        self.progress.tick(&self.ports);
+        self.writer
+            .plan(&mut self.ports, &mut self.progress.outbox, now)
     }
 
-    /// Settles a round's replies; `Some(Exit::DataLost)` when a marker
-    /// says Redis lost its data.
-    pub async fn settle_round(&mut self, done: Round, reply: RoundReply) -> Option<Exit> {
+    /// Settles a round's replies.
+    pub fn settle_round(&mut self, round: Round, reply: crate::writer::RoundReply) {
         let now = Instant::now();
         self.metrics.redis_batches.inc();
         self.metrics
             .redis_latency
-            .observe(now.saturating_duration_since(done.sent).as_secs_f64());
-        let outcome = self
-            .writer
-            .settle(done, reply, &mut self.queue, now, &mut self.landed);
-        self.on_landed(now);
-        if let Some(e) = &outcome.connection_error {
-            self.metrics.redis_error("io");
-            debug!(error = %e, "Redis round failed");
+            .observe(now.saturating_duration_since(round.sent).as_secs_f64());
+        let mut landed = Vec::new();
+        let outcome = self.writer.settle(
+            round,
+            reply,
+            &mut self.ports,
+            &mut self.progress.outbox,
+            now,
+            &mut landed,
+        );
+        for l in landed {
+            self.on_landed(l, now);
         }
-        if outcome.data_lost {
-            warn!(
-                "Redis lost its data (restarted empty or flushed): publishing everything again as on a cold start"
-            );
-            return Some(Exit::DataLost);
+        if let Some(e) = outcome.error {
+            self.metrics.redis_error("io");
+            self.status.set_redis(Err(e));
+        } else if self.writer.connected() {
+            self.status.set_redis(Ok(()));
         }
         if outcome.reconnected_after_loss {
             self.metrics.redis_reconnects.inc();
             info!(
-                "Redis is back and may have lost writes; re-reading STATE_DB and re-dumping every link to rewrite STATE_DB"
+                "Redis is back and may have lost writes; re-dumping every link and comparing every row"
             );
-            self.writer.check_markers = true;
-            if let Err(e) = reseed(self).await {
-                warn!(error = %e, "cannot re-read STATE_DB after reconnecting; writing every field");
-                self.writer.image.clear();
-            }
             self.redump();
+            self.check_due = true;
         }
-        None
+        self.metrics
+            .redis_keys_failing
+            .set((self.ports.failing() + usize::from(self.progress.outbox.failing())) as i64);
+        self.progress.tick(&self.ports);
     }
 
-    /// Parses one datagram and folds what the rules decide into the queue.
+    /// The reads that go between rounds, each raced against SIGTERM. A
+    /// failed read is tried again after a second. `Some(DataLost)` when
+    /// APPL_DB lost what the daemon gave it.
+    async fn between_rounds(&mut self, socket: &mut LinkSocket, now: Instant) -> Option<Exit> {
+        self.start_dump_if_wanted(socket);
+        if self.events.due(now) && self.writer.connected() && self.events.subscribe(now).await {
+            self.ports.reconsider_all();
+        }
+        if self.io_retry_at.is_some_and(|t| t > now) || !self.writer.connected() {
+            return None;
+        }
+        let status = self.status.clone();
+        let done = tokio::select! {
+            r = self.reads(now) => r,
+            () = status.stopping() => return None,
+        };
+        match done {
+            Ok(exit) => exit,
+            Err(e) => {
+                debug!(error = %e, "a read between rounds failed; trying again in a second");
+                self.io_retry_at = Some(now + IDLE_BEAT);
+                None
+            }
+        }
+    }
+
+    async fn reads(&mut self, now: Instant) -> redis::RedisResult<Option<Exit>> {
+        let asks = self.ports.take_asks();
+        if !asks.is_empty() {
+            match self.writer.ask_configured(&asks).await {
+                Ok(answers) => {
+                    for (port, configured) in asks.iter().zip(answers) {
+                        self.ports.set_configured(port, configured);
+                    }
+                }
+                Err(e) => {
+                    for port in &asks {
+                        self.ports.reconsider(port);
+                    }
+                    self.ports.ask_again(asks);
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(by_timer) = self.progress.reconcile_due(self.eoiu_seen, now) {
+            self.compare_rows(true).await?;
+            self.progress.restored(by_timer);
+        } else if self.verify && !self.progress.holds_writes() {
+            self.compare_rows(false).await?;
+        }
+        if std::mem::take(&mut self.check_due) {
+            let missing = self
+                .writer
+                .check(&self.config_ports, self.progress.expects())
+                .await?;
+            if !self.progress.repair(missing) {
+                warn!(
+                    "Redis lost its data (restarted empty or flushed): publishing everything again as on a cold start"
+                );
+                return Ok(Some(Exit::DataLost));
+            }
+            if missing.warm_row {
+                self.verify = true;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads every configured row and marks those that differ from the
+    /// kernel's view dirty: the repair after lost messages or another
+    /// writer's damage. `reconcile`: the warm restart's, which also takes
+    /// matching rows as written.
+    async fn compare_rows(&mut self, reconcile: bool) -> redis::RedisResult<()> {
+        let rows = self.ports.live_configured();
+        let matches = self.writer.rows_match(&rows).await?;
+        self.verify = false;
+        for ((port, _), same) in rows.iter().zip(matches) {
+            if same {
+                self.metrics.warm.state_rows_unchanged.inc();
+            }
+            self.ports.verified(port, same, reconcile);
+        }
+        Ok(())
+    }
+
+    /// Parses one datagram and applies what the rules decide to the records.
     pub fn on_datagram(&mut self, bytes: &[u8], now: Instant) {
         let before = self.stats;
         let mut stats = self.stats;
         parse_datagram(bytes, &mut stats, |item| self.on_item(item, now));
         self.stats = stats;
-        self.metrics.failed(
-            "malformed_message",
-            self.stats.malformed_messages - before.malformed_messages,
-        );
+        let malformed = self.stats.malformed_messages - before.malformed_messages;
+        self.metrics.failed("malformed_message", malformed);
         self.metrics.failed(
             "malformed_attribute",
             self.stats.malformed_attributes - before.malformed_attributes,
         );
-        if self.stats.malformed_messages > before.malformed_messages {
+        if malformed > 0 {
             warn!(
                 total = self.stats.malformed_messages,
                 "skipped a malformed netlink message"
@@ -173,24 +259,25 @@ impl Core {
                     }
                     Decision::Set {
                         port,
+                        ifindex,
                         state,
-                        recreated,
                     } => {
+                        let change = self.ports.on_link(&port, ifindex, state, now);
+                        if !change.dirty {
+                            self.metrics.ignored("unchanged");
+                            return;
+                        }
                         self.metrics.link_events_processed.inc();
-                        debug!(link = %port, ifindex = event.ifindex, admin_up = state.admin_up, oper_up = state.oper_up, mtu = state.mtu, recreated, "port link message");
-                        self.count_flap(&port, state.oper_up);
-                        let folded = self.queue.push(
-                            Key::StatePort(port),
-                            Op::port_set(state, recreated),
-                            now,
-                        );
-                        if folded {
-                            self.metrics.queue_coalesced.inc();
+                        debug!(link = %port, ifindex, admin_up = state.admin_up, oper_up = state.oper_up, mtu = state.mtu, "port link message");
+                        if change.flapped
+                            && let Some(g) = self.ports.gauges(&port, &self.metrics)
+                        {
+                            g.flaps.inc();
                         }
                     }
                     Decision::Delete { port } => {
                         self.metrics.link_events_processed.inc();
-                        self.delete_row(port, now);
+                        self.ports.on_del(&port, now);
                     }
                 }
             }
@@ -202,40 +289,6 @@ impl Core {
                 }
             }
         }
-    }
-
-    fn delete_row(&mut self, port: PortName, now: Instant) {
-        // The netdev is gone; if the port comes back, ask again whether it
-        // is configured (dynamic port breakout removes APPL_DB entries too).
-        self.writer.configured.remove(&port);
-        if let Some(gauges) = self.ports.get_mut(&port) {
-            gauges.last_oper = None;
-        }
-        if self
-            .queue
-            .push(Key::StatePort(port), Op::port_delete(), now)
-        {
-            self.metrics.queue_coalesced.inc();
-        }
-    }
-
-    fn count_flap(&mut self, port: &PortName, oper_up: bool) {
-        let metrics = &self.metrics;
-        let gauges = self.ports.entry(port.clone()).or_insert_with(|| {
-            let labels = PortLabels {
-                port: port.to_string(),
-            };
-            PortGauges {
-                flaps: metrics.port_flaps.get_or_create(&labels).clone(),
-                labels,
-                last_oper: None,
-                state: None,
-            }
-        });
-        if gauges.last_oper.is_some_and(|was| was != oper_up) {
-            gauges.flaps.inc();
-        }
-        gauges.last_oper = Some(oper_up);
     }
 
     fn on_dump_done(&mut self, seq: u32, interrupted: bool, now: Instant) {
@@ -256,19 +309,23 @@ impl Core {
             self.dump = Dump::Idle { wanted: true };
             return;
         }
-        for port in self.rules.dump_finished() {
+        for port in self.ports.vanished() {
             info!(link = %port, "port vanished while netlink messages were lost; deleting its STATE_DB row");
-            self.delete_row(port, now);
+            self.ports.on_del(&port, now);
         }
         self.dump = Dump::Idle { wanted: again };
-        if !self.eoiu_seen {
+        if self.eoiu_seen {
+            // A resync: rows may be wrong in ways no message will show.
+            self.verify = true;
+        } else {
             self.eoiu_seen = true;
             self.progress
-                .on_eoiu(&mut self.queue, self.rules.live_count());
+                .on_eoiu(self.ports.alive(), self.ports.awaiting_init());
         }
     }
 
-    /// Asks for a fresh dump, or for another one after the running dump.
+    /// Asks for a fresh dump (and a row compare after it), or for another
+    /// one after the running dump.
     pub fn redump(&mut self) {
         self.metrics.netlink_resyncs.inc();
         self.dump = match self.dump {
@@ -283,7 +340,7 @@ impl Core {
         }
         match socket.request_dump() {
             Ok(seq) => {
-                self.rules.dump_started();
+                self.ports.dump_started();
                 self.dump = Dump::Running { seq, again: false };
                 debug!(seq, "link dump requested");
             }
@@ -292,97 +349,70 @@ impl Core {
         }
     }
 
-    /// Metrics, logs and start-up progress for what a round settled.
-    fn on_landed(&mut self, now: Instant) {
-        for landed in std::mem::take(&mut self.landed) {
-            self.progress.on_landed(&landed);
-            match &landed {
-                Landed::Row {
-                    port,
-                    since,
-                    fields,
-                    oper_up,
-                    admin_up,
-                } => {
-                    self.metrics
-                        .event_latency
-                        .observe(now.saturating_duration_since(*since).as_secs_f64());
-                    if let Some(g) = self.ports.get_mut(port) {
-                        let m = &self.metrics;
-                        let (oper, admin) = g.state.get_or_insert_with(|| {
-                            (
-                                m.port_oper_status.get_or_create(&g.labels).clone(),
-                                m.port_admin_status.get_or_create(&g.labels).clone(),
-                            )
-                        });
-                        oper.set(i64::from(*oper_up));
-                        admin.set(i64::from(*admin_up));
-                    }
-                    if *fields == 0 {
-                        self.metrics.warm.state_rows_unchanged.inc();
-                    } else {
-                        self.metrics.warm.state_rows_changed.inc();
-                        self.metrics.redis_keys_written.inc();
-                        info!(port = %port, admin_status = updown(*admin_up), netdev_oper_status = updown(*oper_up), fields_changed = fields, "published port state to STATE_DB");
-                    }
+    /// Metrics, logs and start-up progress for one thing a round settled.
+    fn on_landed(&mut self, landed: Landed, now: Instant) {
+        match landed {
+            Landed::Row { port, since, state } => {
+                self.metrics
+                    .event_latency
+                    .observe(now.saturating_duration_since(since).as_secs_f64());
+                self.metrics.warm.state_rows_changed.inc();
+                self.metrics.redis_keys_written.inc();
+                if let Some(g) = self.ports.gauges(&port, &self.metrics) {
+                    g.show(&self.metrics, Some(state));
                 }
-                Landed::RowDeleted { port, existed } => {
-                    if let Some(g) = self.ports.get_mut(port) {
-                        self.metrics.port_oper_status.remove(&g.labels);
-                        self.metrics.port_admin_status.remove(&g.labels);
-                        g.state = None;
-                    }
-                    self.metrics.redis_keys_written.inc();
-                    if *existed {
-                        self.metrics.warm.state_rows_deleted.inc();
-                        info!(port = %port, "deleted STATE_DB PORT_TABLE row");
-                    }
+                info!(port = %port, admin_status = updown(state.admin_up), netdev_oper_status = updown(state.oper_up), mtu = state.mtu, "published port state to STATE_DB");
+            }
+            Landed::Deleted { port, existed } => {
+                if let Some(g) = self.ports.gauges(&port, &self.metrics) {
+                    g.show(&self.metrics, None);
                 }
-                Landed::Appl(key) => {
-                    if key.as_slice() == b"PortConfigDone" {
-                        self.writer.markers.appl = Some(self.writer.appl_marker_keys());
-                    }
-                    self.metrics.redis_keys_written.inc();
-                    debug!(key = %String::from_utf8_lossy(key), "APPL_DB PORT_TABLE entry produced");
-                }
-                Landed::StateHash(key) => debug!(key, "STATE_DB entry written"),
-                Landed::NotConfigured(port) => {
-                    self.metrics.state_writes_skipped_unconfigured.inc();
-                    debug!(port = %port, "not in APPL_DB PORT_TABLE yet; its STATE_DB row waits");
-                }
-                Landed::Refused {
-                    key,
-                    failures,
-                    error,
-                } => {
-                    self.metrics.redis_error("key_refused");
-                    let retry_ms = crate::queue::refusal_delay(*failures).as_millis() as u64;
-                    warn!(key = %describe(key), error = %error, failures, retry_in_ms = retry_ms, "Redis refused a write; this key is retried on its own schedule, the others go on");
+                self.ports.forget_if_gone(&port);
+                self.metrics.redis_keys_written.inc();
+                if existed {
+                    self.metrics.warm.state_rows_deleted.inc();
+                    info!(port = %port, "deleted STATE_DB PORT_TABLE row");
                 }
             }
+            Landed::Output(output) => {
+                self.metrics.redis_keys_written.inc();
+                if let Output::Produce { key, .. } = &output {
+                    debug!(key = %String::from_utf8_lossy(key), "APPL_DB PORT_TABLE entry produced");
+                }
+                self.progress.on_landed(&output);
+            }
+            Landed::RowRefused {
+                port,
+                failures,
+                error,
+            } => {
+                self.metrics.redis_error("key_refused");
+                let retry_ms = crate::ports::refusal_delay(failures).as_millis() as u64;
+                warn!(port = %port, error, failures, retry_in_ms = retry_ms, "Redis refused a STATE_DB PORT_TABLE write; this port is retried on its own schedule, the others go on");
+                if self.ports.give_up_waiting(&port) {
+                    warn!(port = %port, "PortInitDone will not wait for this port: Redis refuses its STATE_DB row");
+                }
+            }
+            Landed::OutputRefused { output, error } => {
+                self.metrics.redis_error("key_refused");
+                warn!(output = ?output, error, "Redis refused a start-up write; retried after a backoff");
+                self.progress.on_refused(&output);
+            }
         }
-        self.metrics
-            .redis_keys_failing
-            .set(self.queue.failing().count() as i64);
-        self.progress.tick(&mut self.queue, now);
-        self.publish_phase();
     }
 
-    /// The start-up's phase, from what landed.
-    fn publish_phase(&self) {
-        let m = &self.metrics;
-        let configured = if m.warm_restart.get() == 1 {
-            m.warm_restart_reconciled.get() == 1
-        } else {
-            m.port_config_done.get() == 1
-        };
-        if configured {
-            self.status.set_phase(if m.port_init_done.get() == 1 {
-                crate::status::Phase::Initialized
-            } else {
-                crate::status::Phase::Configured
-            });
-        }
+    /// Nothing that can be written now is pending.
+    fn settled(&self) -> bool {
+        self.ports.settled() && self.progress.outbox.idle()
+    }
+
+    /// What the loop's once-a-second turn reports.
+    fn report(&mut self) {
+        self.check_due = true;
+        self.metrics.queue_depth.set(self.ports.pending() as i64);
+        self.metrics
+            .redis_up
+            .set(i64::from(self.writer.connected()));
     }
 }
 
@@ -390,12 +420,29 @@ fn updown(up: bool) -> &'static str {
     if up { "up" } else { "down" }
 }
 
-/// A queue key as an operator reads it in the log.
-fn describe(key: &Key) -> String {
-    match key {
-        Key::StatePort(port) => format!("STATE_DB PORT_TABLE|{port}"),
-        Key::ApplPort(k) => format!("APPL_DB PORT_TABLE:{}", String::from_utf8_lossy(k)),
-        Key::StateHash(k) => format!("STATE_DB {k}"),
+impl PortGauges {
+    /// Shows the row as written (`None`: deleted, the series go).
+    fn show(&mut self, metrics: &Metrics, row: Option<PortState>) {
+        match row {
+            Some(s) => {
+                let (oper, admin) = self.state.get_or_insert_with(|| {
+                    (
+                        metrics.port_oper_status.get_or_create(&self.labels).clone(),
+                        metrics
+                            .port_admin_status
+                            .get_or_create(&self.labels)
+                            .clone(),
+                    )
+                });
+                oper.set(i64::from(s.oper_up));
+                admin.set(i64::from(s.admin_up));
+            }
+            None => {
+                metrics.port_oper_status.remove(&self.labels);
+                metrics.port_admin_status.remove(&self.labels);
+                self.state = None;
+            }
+        }
     }
 }
 
@@ -408,17 +455,12 @@ fn describe(key: &Key) -> String {
 /// [`LINGER`](Self::LINGER): a plain sleep, not a timer in the event loop,
 /// because the event loop's epoll (edge-triggered) would be woken by every
 /// datagram and by Redis' reply, which is the cost the linger is there to
-/// save. After it, the round goes out (a round's future sends when first
-/// polled; polling it and yielding before the sleep measured worse: more
-/// preemptions) and the next turns take its reply and what gathered.
-/// A lone change after a quiet spell is read at once: the linger never adds
-/// latency outside a storm. Nothing else runs on this thread (the endpoint
-/// and the LOGGER follower have their own), so the sleep delays nobody.
-/// 3 ms: at a storm's ~20,000 messages a second it gathers ~60 per wake-up,
-/// which makes a wake-up's cost (~20 µs on the benchmark's VM) small per
-/// message, and a change inside a storm lands at most that much later;
-/// 1 ms cost a quarter more CPU per message, 5 ms measured no better
-/// (docs/performance.md).
+/// save. A lone change after a quiet spell is read at once: the linger never
+/// adds latency outside a storm. Nothing else runs on this thread (the
+/// endpoint and the LOGGER follower have their own), so the sleep delays
+/// nobody. 3 ms: at a storm's ~20,000 messages a second it gathers ~60 per
+/// wake-up; 1 ms cost a quarter more CPU per message, 5 ms measured no
+/// better (docs/performance.md).
 #[derive(Debug, Default)]
 struct StormLinger {
     last_wake: Option<Instant>,
@@ -439,60 +481,57 @@ impl StormLinger {
     }
 }
 
-/// Runs the loop until shutdown (then flushes, bounded by
-/// `shutdown_timeout`) or until Redis is found to have lost its data.
+/// Runs the loop until shutdown (then flushes; `shutdown_timeout` bounds
+/// the whole flush, a round in flight included) or until APPL_DB is found
+/// to have lost its data.
 pub async fn run(
     socket: &mut AsyncFd<LinkSocket>,
     core: &mut Core,
-    status: &Status,
-    shutdown: &mut (impl Future<Output = ()> + Unpin),
     shutdown_timeout: Duration,
 ) -> Exit {
     let mut round: Option<(Round, RoundFuture)> = None;
     let mut next_tick = Instant::now();
     let mut stopping: Option<Instant> = None;
     let mut linger = StormLinger::default();
+    let status = core.status.clone();
     loop {
         let now = Instant::now();
         status.beat();
         if now >= next_tick {
             next_tick = now + IDLE_BEAT;
-            // Once a second: is the data still there (see Writer::markers)?
-            core.writer.check_markers = true;
-            core.metrics.queue_depth.set(core.queue.len() as i64);
-            core.metrics
-                .redis_up
-                .set(i64::from(core.writer.connected()));
-            core.status.set_redis(if core.writer.connected() {
-                Ok(())
-            } else {
-                Err("the data path has no working Redis connection; retrying".into())
-            });
-            core.progress.tick(&mut core.queue, now);
+            core.report();
         }
-        core.start_dump_if_wanted(socket.get_mut());
-        if round.is_none() {
-            round = core.plan_round(now);
-        }
-        if let Some(deadline) = stopping
+        if stopping.is_none()
             && round.is_none()
-            && (core.queue.settled() || now >= deadline)
+            && let Some(exit) = core.between_rounds(socket.get_mut(), now).await
         {
-            if core.queue.settled() {
+            return exit;
+        }
+        if round.is_none() {
+            round = core.plan_round(Instant::now());
+        }
+        if let Some(deadline) = stopping {
+            if round.is_none() && core.settled() {
                 info!("all pending writes reached Redis; bye");
-            } else {
+                return Exit::Shutdown;
+            }
+            if now >= deadline {
                 warn!(
-                    pending = core.queue.len(),
+                    pending = core.ports.pending(),
                     "Redis did not take every pending write in time; the next start re-syncs them"
                 );
+                return Exit::Shutdown;
             }
-            return Exit::Shutdown;
         }
         // Wake for the next timed thing only: while a round is in flight its
         // reply wakes the loop, and a time already past would spin it.
+        let idle = round.is_none();
         let timers = [
-            round.is_none().then(|| core.queue.next_due()).flatten(),
-            round.is_none().then(|| core.writer.retry_at()).flatten(),
+            idle.then(|| core.ports.next_retry()).flatten(),
+            idle.then(|| core.progress.outbox.next_retry()).flatten(),
+            idle.then(|| core.writer.retry_at()).flatten(),
+            core.events.retry_at(),
+            core.io_retry_at,
             core.progress.deadline(),
             stopping,
         ];
@@ -507,14 +546,12 @@ pub async fn run(
             std::thread::sleep(until - now);
             continue;
         }
-        let reading = stopping.is_none() && !core.queue.is_full();
+        let reading = stopping.is_none() && !core.ports.is_full();
         tokio::select! {
             biased;
             reply = async { round.as_mut().expect("guarded").1.as_mut().await }, if round.is_some() => {
                 let (done, _) = round.take().expect("guarded");
-                if core.settle_round(done, reply).await == Some(Exit::DataLost) {
-                    return Exit::DataLost;
-                }
+                core.settle_round(done, reply);
             }
             guard = socket.readable_mut(), if reading => {
                 let Ok(mut guard) = guard else { continue };
@@ -524,11 +561,11 @@ pub async fn run(
                 loop {
                     match guard.get_inner_mut().recv() {
                         Ok(RecvOutcome::Datagrams(datagrams)) => {
-                            core.status.set_netlink(Ok(()));
+                            status.set_netlink(Ok(()));
                             for bytes in datagrams {
                                 core.on_datagram(bytes, received);
                             }
-                            if core.queue.is_full() {
+                            if core.ports.is_full() {
                                 break;
                             }
                         }
@@ -542,33 +579,28 @@ pub async fn run(
                             break;
                         }
                         Err(e) => {
-                            core.metrics.netlink_up.set(0);
-                            core.status.set_netlink(Err(format!("netlink receive failed: {e}")));
-                            error!(error = %e, "netlink receive failed; retrying");
+                            // A failed receive may have lost a message: repair
+                            // as after an overrun.
+                            error!(error = %e, "netlink receive failed; re-dumping every link to repair STATE_DB");
+                            status.set_netlink(Err(format!("netlink receive failed: {e}; re-dumping")));
+                            core.redump();
                             guard.clear_ready();
                             break;
                         }
                     }
                 }
             }
+            name = core.events.next() => match name {
+                Some(name) => core.ports.reconsider(&PortName::new(&name)),
+                None => warn!("the APPL_DB keyspace subscription ended; subscribing again"),
+            },
             () = tokio::time::sleep_until(wake.into()) => {}
-            () = &mut *shutdown, if stopping.is_none() => {
-                info!(pending = core.queue.len(), "shutting down; flushing pending writes");
+            () = status.stopping(), if stopping.is_none() => {
+                info!(pending = core.ports.pending(), "shutting down; flushing pending writes");
                 stopping = Some(Instant::now() + shutdown_timeout);
             }
         }
     }
-}
-
-/// Re-reads our fields of every known row after Redis came back: it may
-/// have restarted from an older dump.
-async fn reseed(core: &mut Core) -> anyhow::Result<()> {
-    let ports = core.writer.image.ports();
-    let rows = core.writer.read_rows(&ports).await?;
-    for (port, row) in ports.into_iter().zip(rows) {
-        core.writer.image.seed(port, row);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

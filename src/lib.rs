@@ -4,6 +4,7 @@
 //! queue -> one Redis pipeline per database. The metrics endpoint and the
 //! LOGGER follower run on threads of their own.
 
+pub mod appl_events;
 pub mod backoff;
 pub mod bounded_file;
 pub mod check_config;
@@ -14,10 +15,9 @@ pub mod logging;
 pub mod metrics;
 pub mod netlink;
 pub mod port_name;
-pub mod queue;
+pub mod ports;
 pub mod sonic;
 pub mod startup;
-pub mod state_image;
 pub mod status;
 pub mod sync;
 pub mod systemd;
@@ -25,7 +25,6 @@ pub mod warm_reconcile;
 pub mod writer;
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,15 +34,17 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
+use crate::appl_events::ApplEvents;
 use crate::config::Cli;
 use crate::data_path::{Core, Exit};
 use crate::metrics::Metrics;
 use crate::netlink::{LinkSocket, bring_link_down, present_netdevs};
-use crate::queue::CoalescingQueue;
+use crate::ports::Ports;
 use crate::sonic::connect::{Clients, connect_with_retry};
 use crate::sonic::db_config::{DbLayout, load_layout};
 use crate::sonic::warm_table::{self, WarmState};
 use crate::startup::StartupInputs;
+use crate::status::{Phase, Status};
 use crate::sync::{StartMode, SyncRules, old_interfaces};
 use crate::warm_reconcile::Progress;
 use crate::writer::Writer;
@@ -52,29 +53,29 @@ use crate::writer::Writer;
 /// (bounded by `--shutdown-timeout`) and returns.
 ///
 /// One straight line: read the inputs, open the socket, run the loop. If
-/// Redis loses its data, the loop ends and the start-up runs again, as a
+/// APPL_DB loses its data, the loop ends and the start-up runs again, as a
 /// cold start, once CONFIG_DB holds the ports again (see sonic-contract.md
 /// section 9): the switch ends as after a restart, without one.
 pub async fn run(cli: Cli) -> Result<()> {
     let namespace = cli.effective_namespace();
     let layout = load_layout(&cli.db_config, namespace.as_deref())?;
+    let access = cli.redis_access()?;
+    let clients = Clients::new(&layout, &access)?;
     info!(version = env!("CARGO_PKG_VERSION"), db_config = %cli.db_config.display(), namespace = namespace.as_deref().unwrap_or(""), "portsyncd starting");
-    let clients = Clients::new(&layout, &cli.redis_access()?)?;
     sonic::logger_table::spawn(&layout.config, clients.config.clone())?;
     let metrics = Metrics::new();
-    let status = status::Status::default();
+    let status = Status::default();
     start_endpoint(&cli, &metrics, &status)?;
     let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);
-    let mut shutdown = shutdown_signal(notifier.clone(), status.clone())?;
+    watch_signals(notifier.clone(), status.clone())?;
     systemd::start(notifier.clone(), metrics.clone(), status.clone());
 
-    let mut socket: Option<AsyncFd<LinkSocket>> = None;
-    let mut old = Vec::new();
+    let mut socket: Option<(AsyncFd<LinkSocket>, Vec<u32>)> = None;
     let mut after_data_loss = false;
     loop {
         let started = Instant::now();
-        let Some((inputs, conns)) = until(
-            &mut shutdown,
+        let Some((inputs, conns)) = until_stopping(
+            &status,
             read_inputs(&clients, &layout, after_data_loss, &status),
         )
         .await
@@ -86,43 +87,39 @@ pub async fn run(cli: Cli) -> Result<()> {
             dpu: inputs.dpu,
         };
         metrics.warm_restart.set(i64::from(mode.warm));
-        status.set_warm(mode.warm);
         metrics
             .warm_restart_count
             .set(i64::try_from(inputs.warm.restore_count).unwrap_or(i64::MAX));
+        status.set_warm(mode.warm);
         info!(
             warm = mode.warm,
             dpu = mode.dpu,
             ports = inputs.ports.len(),
             "start-up configuration read"
         );
-        let socket = match &mut socket {
-            Some(socket) => socket,
-            None => {
-                let (opened, old_now) = open_socket(&cli, mode, &metrics)?;
-                status.set_netlink(Ok(()));
-                old = old_now;
-                socket.insert(opened)
-            }
+        let (socket, old) = match &mut socket {
+            Some(open) => open,
+            None => socket.insert(open_socket(&cli, mode, &metrics, &status)?),
         };
-        let mut core = build_core(
-            &cli, &clients, &layout, inputs, conns, &old, &metrics, started,
-        )
-        .await;
-        core.status = status.clone();
-        let exit = data_path::run(
-            socket,
-            &mut core,
-            &status,
-            &mut shutdown,
-            cli.shutdown_timeout(),
-        )
-        .await;
-        match exit {
+        let (progress, config_ports) =
+            Progress::start(inputs, status.clone(), metrics.clone(), started);
+        let mut writer = Writer::new(&layout, &clients, &access);
+        writer.adopt(conns.state, conns.appl);
+        let mut core = Core::new(
+            SyncRules::new(old.iter().copied()),
+            Ports::new(config_ports.iter().cloned(), cli.queue_capacity as usize),
+            writer,
+            progress,
+            ApplEvents::new(clients.appl.clone(), &layout.appl),
+            config_ports,
+            metrics.clone(),
+            status.clone(),
+        );
+        match data_path::run(socket, &mut core, cli.shutdown_timeout()).await {
             Exit::Shutdown => return Ok(()),
             Exit::DataLost => {
                 after_data_loss = true;
-                status.set_phase(status::Phase::Starting);
+                status.set_phase(Phase::Starting);
                 metrics.port_config_done.set(0);
                 metrics.port_init_done.set(0);
                 metrics.warm_restart_reconciled.set(0);
@@ -144,7 +141,7 @@ async fn read_inputs(
     clients: &Clients,
     layout: &DbLayout,
     after_data_loss: bool,
-    status: &status::Status,
+    status: &Status,
 ) -> (StartupInputs, Conns) {
     let Clients {
         config,
@@ -152,6 +149,7 @@ async fn read_inputs(
         appl,
     } = clients;
     let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    let mut said_waiting = false;
     loop {
         // Waiting for Redis (or for CONFIG_DB after a data loss) is progress
         // the watchdog must not mistake for a wedge.
@@ -162,9 +160,14 @@ async fn read_inputs(
         if after_data_loss {
             match startup::read_ports(&mut config_conn, layout).await {
                 Ok(ports) if ports.is_empty() => {
-                    info!("waiting for CONFIG_DB to hold the ports again");
+                    if !std::mem::replace(&mut said_waiting, true) {
+                        info!("waiting for CONFIG_DB to hold the ports again");
+                    }
                     tokio::time::sleep(systemd::IDLE_BEAT).await;
                     continue;
+                }
+                Ok(ports) if said_waiting => {
+                    info!(ports = ports.len(), "CONFIG_DB holds the ports again");
                 }
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "cannot read CONFIG_DB PORT; retrying"),
@@ -219,6 +222,7 @@ fn open_socket(
     cli: &Cli,
     mode: StartMode,
     metrics: &Metrics,
+    status: &Status,
 ) -> Result<(AsyncFd<LinkSocket>, Vec<u32>)> {
     let mut socket = LinkSocket::open(cli.netlink_rcvbuf).context(
         "cannot open the rtnetlink socket (is this Linux, and may this process use netlink?)",
@@ -245,6 +249,7 @@ fn open_socket(
         .netlink_receive_buffer_bytes
         .set(i64::try_from(socket.granted_rcvbuf).unwrap_or(i64::MAX));
     metrics.netlink_up.set(1);
+    status.set_netlink(Ok(()));
     info!(
         granted_bytes = socket.granted_rcvbuf,
         old_interfaces = old.len(),
@@ -258,64 +263,9 @@ fn open_socket(
     Ok((socket, old))
 }
 
-/// The data path's state for one start-up: rules, queue, writer seeded with
-/// what STATE_DB and APPL_DB hold for the configured ports (two pipelined
-/// reads, 128 ports per round trip; the warm reconcile compares against the
-/// first).
-#[allow(clippy::too_many_arguments)]
-async fn build_core(
-    cli: &Cli,
-    clients: &Clients,
-    layout: &DbLayout,
-    inputs: StartupInputs,
-    mut conns: Conns,
-    old: &[u32],
-    metrics: &Metrics,
-    started: Instant,
-) -> Core {
-    let mut writer = Writer::new(layout, clients.state.clone(), clients.appl.clone());
-    let ports: Vec<_> = inputs.ports.iter().map(|(p, _)| p.clone()).collect();
-    match startup::read_state_rows(&mut conns.state, layout, &ports).await {
-        Ok(rows) => {
-            for (port, row) in ports.iter().zip(rows) {
-                writer.image.seed(port.clone(), row);
-            }
-        }
-        Err(e) => warn!(error = %e, "cannot read STATE_DB PORT_TABLE; every field will be written"),
-    }
-    match startup::read_configured(&mut conns.appl, layout, &ports).await {
-        Ok(flags) => writer.configured.extend(
-            ports
-                .iter()
-                .zip(flags)
-                .filter(|(_, configured)| *configured)
-                .map(|(p, _)| p.clone()),
-        ),
-        Err(e) => warn!(error = %e, "cannot read APPL_DB PORT_TABLE; asking port by port"),
-    }
-    writer.adopt(conns.state, conns.appl);
-    writer.markers.state = Some(
-        layout
-            .state
-            .key(warm_table::RESTART_TABLE, warm_table::APP_NAME),
-    );
-    let mut queue = CoalescingQueue::new(cli.queue_capacity as usize);
-    let warm_key = layout
-        .state
-        .key(warm_table::RESTART_TABLE, warm_table::APP_NAME);
-    let progress = Progress::start(inputs, warm_key, &mut queue, metrics.clone(), started);
-    Core::new(
-        SyncRules::new(old.iter().copied()),
-        queue,
-        writer,
-        progress,
-        metrics.clone(),
-    )
-}
-
 /// The endpoint runs on its own thread; a failure to start it is reported
 /// and never stops port sync.
-fn start_endpoint(cli: &Cli, metrics: &Metrics, status: &status::Status) -> Result<()> {
+fn start_endpoint(cli: &Cli, metrics: &Metrics, status: &Status) -> Result<()> {
     if !cli.no_metrics {
         // Never fails: a broken endpoint stays closed and retries; port sync runs.
         crate::metrics::start_server(
@@ -338,30 +288,30 @@ fn start_endpoint(cli: &Cli, metrics: &Metrics, status: &status::Status) -> Resu
     Ok(())
 }
 
-type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Completes on the first SIGTERM or SIGINT, having told systemd that the
-/// daemon is stopping (before the flush, so `systemctl status` says so while
-/// it runs).
-fn shutdown_signal(notifier: Arc<systemd::Notifier>, status: status::Status) -> Result<Shutdown> {
+/// On the first SIGTERM or SIGINT: the phase becomes Stopping (the data
+/// path flushes and ends; every wait for it sees it, however late) and
+/// systemd hears STOPPING=1 before the flush, so `systemctl status` says so
+/// while it runs.
+fn watch_signals(notifier: Arc<systemd::Notifier>, status: Status) -> Result<()> {
     let mut sigterm =
         signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut sigint =
         signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    Ok(Box::pin(async move {
+    tokio::spawn(async move {
         tokio::select! {
             _ = sigterm.recv() => info!(signal = "SIGTERM", "signal received"),
             _ = sigint.recv() => info!(signal = "SIGINT", "signal received"),
         }
-        status.set_phase(status::Phase::Stopping);
+        status.set_phase(Phase::Stopping);
         notifier.notify("STOPPING=1");
-    }))
+    });
+    Ok(())
 }
 
-/// `work`, unless shutdown comes first.
-async fn until<T>(shutdown: &mut Shutdown, work: impl Future<Output = T>) -> Option<T> {
+/// `work`, unless SIGTERM or SIGINT comes first.
+async fn until_stopping<T>(status: &Status, work: impl Future<Output = T>) -> Option<T> {
     tokio::select! {
         v = work => Some(v),
-        () = shutdown => None,
+        () = status.stopping() => None,
     }
 }

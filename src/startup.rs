@@ -1,6 +1,6 @@
 //! What the daemon reads from Redis before the first link message: CONFIG_DB
-//! ports and switch type, the warm-start decision, and what STATE_DB and
-//! APPL_DB already hold for the configured ports.
+//! ports and switch type, and the warm-start decision; and the pipelined
+//! reads the data path makes of STATE_DB rows.
 //!
 //! Values are bytes: a CONFIG_DB field need not be UTF-8, and upstream
 //! copies it to APPL_DB unchanged, so nothing here decodes it.
@@ -14,8 +14,10 @@ use crate::sonic::db_config::DbLayout;
 use crate::sonic::device_metadata;
 use crate::sonic::producer::{PORT_TABLE, table_key};
 use crate::sonic::warm_table::{self, WarmStart};
-use crate::state_image::Row;
 use crate::sync::STATE_FIELDS;
+
+/// Values of the four STATE_DB fields; `None` where the row lacks one.
+pub type Row = [Option<Vec<u8>>; 4];
 
 /// One CONFIG_DB `PORT|<name>` hash.
 pub type PortConfig = (PortName, Vec<(Vec<u8>, Vec<u8>)>);
@@ -64,7 +66,7 @@ const READ_CHUNK: usize = 128;
 /// replies in order. No items, no round trip (Redis refuses an empty
 /// pipeline). `per_item_errors`: a command Redis refuses is that item's
 /// `Err` rather than the whole read's.
-async fn in_chunks<I, T: redis::FromRedisValue>(
+pub(crate) async fn in_chunks<I, T: redis::FromRedisValue>(
     conn: &mut MultiplexedConnection,
     items: &[I],
     per_item_errors: bool,
@@ -137,21 +139,9 @@ pub async fn read_state_rows(
         .collect())
 }
 
-/// Which ports have their consumed APPL_DB key (pipelined EXISTS).
-pub async fn read_configured(
-    appl: &mut MultiplexedConnection,
-    layout: &DbLayout,
-    ports: &[PortName],
-) -> redis::RedisResult<Vec<bool>> {
-    in_chunks(appl, ports, false, |pipe, port| {
-        pipe.exists(table_key(&layout.appl, PORT_TABLE, port.as_bytes()));
-    })
-    .await
-}
-
 /// Escapes KEYS' glob characters, so a separator such as `?` or `*`
 /// matches only itself.
-fn glob_escape(raw: &[u8]) -> Vec<u8> {
+pub(crate) fn glob_escape(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() + 2);
     for &b in raw {
         if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {

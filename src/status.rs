@@ -146,6 +146,13 @@ impl Status {
         self.state.subscribe()
     }
 
+    /// Completes once SIGTERM or SIGINT arrived, at once if it already did:
+    /// any number of waits, before or after, see it.
+    pub async fn stopping(&self) {
+        let mut changes = self.state.subscribe();
+        let _ = changes.wait_for(|s| s.phase == Phase::Stopping).await;
+    }
+
     /// Time since the data path last went round; `None` before its first
     /// turn.
     pub fn heartbeat_age(&self) -> Option<Duration> {

@@ -4,7 +4,7 @@
 //! The rules follow `LinkSync::onMsg` in sonic-swss `portsyncd/linksync.cpp`,
 //! in its order; the old-interface snapshot follows its constructor.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::netlink::{LinkChange, LinkEvent};
 use crate::port_name::{Interner, PortName};
@@ -54,13 +54,12 @@ pub struct PortState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Ignore(Ignored),
-    /// Write STATE_DB `PORT_TABLE|port` (once the port is configured).
-    /// `recreated`: the same name with a new ifindex; subscribers such as
-    /// teammgrd must see a full write even if no value changed.
+    /// RTM_NEWLINK of a port: the kernel's view of it (whether that is a
+    /// change, and so a write, is the port record's to say).
     Set {
         port: PortName,
+        ifindex: u32,
         state: PortState,
-        recreated: bool,
     },
     /// RTM_DELLINK: delete STATE_DB `PORT_TABLE|port`.
     Delete {
@@ -97,12 +96,6 @@ pub fn old_interfaces(mode: StartMode, present: &[(u32, Vec<u8>)]) -> Vec<(u32, 
 pub struct SyncRules {
     /// ifindexes of old interfaces.
     old: HashSet<u32>,
-    /// Ports seen alive, with their ifindex: a new ifindex for a known name
-    /// is a recreated netdev, and a resync dump finds the ports whose
-    /// RTM_DELLINK was lost in an overrun.
-    live: HashMap<PortName, u32>,
-    /// Ports reported by the dump in progress, if any.
-    seen_in_dump: Option<HashSet<PortName>>,
     names: Interner,
 }
 
@@ -133,55 +126,18 @@ impl SyncRules {
             return Decision::Ignore(Ignored::OldInterface);
         }
         let port = self.names.intern(ev.name);
-        if let Some(seen) = &mut self.seen_in_dump {
-            seen.insert(port.clone());
-        }
         match ev.change {
-            LinkChange::Del => {
-                self.live.remove(&port);
-                Decision::Delete { port }
-            }
-            LinkChange::New => {
-                let before = self.live.insert(port.clone(), ev.ifindex);
-                Decision::Set {
-                    port,
-                    state: PortState {
-                        admin_up: ev.admin_up,
-                        oper_up: ev.oper_up,
-                        mtu: ev.mtu,
-                    },
-                    recreated: before.is_some_and(|old| old != ev.ifindex),
-                }
-            }
+            LinkChange::Del => Decision::Delete { port },
+            LinkChange::New => Decision::Set {
+                port,
+                ifindex: ev.ifindex,
+                state: PortState {
+                    admin_up: ev.admin_up,
+                    oper_up: ev.oper_up,
+                    mtu: ev.mtu,
+                },
+            },
         }
-    }
-
-    /// A dump starts (the start-up one, or a resync after an overrun).
-    pub fn dump_started(&mut self) {
-        self.seen_in_dump = Some(HashSet::new());
-    }
-
-    /// A dump ended. Returns the ports that were alive before but that the
-    /// dump no longer shows: their RTM_DELLINK was lost, so delete them now.
-    pub fn dump_finished(&mut self) -> Vec<PortName> {
-        let Some(seen) = self.seen_in_dump.take() else {
-            return Vec::new();
-        };
-        let gone: Vec<PortName> = self
-            .live
-            .keys()
-            .filter(|name| !seen.contains(*name))
-            .cloned()
-            .collect();
-        for name in &gone {
-            self.live.remove(name);
-        }
-        gone
-    }
-
-    /// How many ports are alive, for the EOIU log line.
-    pub fn live_count(&self) -> usize {
-        self.live.len()
     }
 }
 
@@ -292,7 +248,6 @@ mod tests {
     #[test]
     fn an_old_ifindex_is_ignored_for_good_and_a_recreated_netdev_is_a_port() {
         let mut rules = SyncRules::new([10]);
-        rules.dump_started();
         assert_eq!(
             rules.on_event(&new(10, "Ethernet0")),
             Decision::Ignore(Ignored::OldInterface)
@@ -312,14 +267,13 @@ mod tests {
         let mut rules = SyncRules::new([]);
         let Decision::Set {
             port,
+            ifindex,
             state,
-            recreated,
         } = rules.on_event(&new(4, "Ethernet4"))
         else {
             panic!("expected a write");
         };
-        assert_eq!(port, PortName::from("Ethernet4"));
-        assert!(!recreated);
+        assert_eq!((port, ifindex), (PortName::from("Ethernet4"), 4));
         assert_eq!(
             state_values(&state),
             [
@@ -332,28 +286,6 @@ mod tests {
     }
 
     #[test]
-    fn the_same_name_with_a_new_ifindex_is_recreated() {
-        let mut rules = SyncRules::new([]);
-        rules.on_event(&new(4, "Ethernet4"));
-        let again = rules.on_event(&new(4, "Ethernet4"));
-        assert!(matches!(
-            again,
-            Decision::Set {
-                recreated: false,
-                ..
-            }
-        ));
-        let recreated = rules.on_event(&new(40, "Ethernet4"));
-        assert!(matches!(
-            recreated,
-            Decision::Set {
-                recreated: true,
-                ..
-            }
-        ));
-    }
-
-    #[test]
     fn dellink_deletes_the_row() {
         let mut rules = SyncRules::new([]);
         rules.on_event(&new(4, "Ethernet4"));
@@ -363,19 +295,6 @@ mod tests {
                 port: PortName::from("Ethernet4")
             }
         );
-    }
-
-    #[test]
-    fn a_resync_dump_finds_ports_whose_dellink_was_lost() {
-        let mut rules = SyncRules::new([]);
-        rules.on_event(&new(1, "Ethernet0"));
-        rules.on_event(&new(2, "Ethernet4"));
-        rules.dump_started();
-        rules.on_event(&new(1, "Ethernet0"));
-        assert_eq!(rules.dump_finished(), vec![PortName::from("Ethernet4")]);
-        assert_eq!(rules.live_count(), 1);
-        // Without a dump in progress nothing is inferred.
-        assert!(rules.dump_finished().is_empty());
     }
 
     #[test]

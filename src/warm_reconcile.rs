@@ -1,30 +1,31 @@
-//! The notices orchagent and the warm-reboot scripts wait for, decided from
-//! what really landed in Redis: `PortConfigDone`, `PortInitDone`, and the
-//! warm restart's `restored` and `reconciled`.
+//! The start-up's outputs, in the order they must land, decided from what
+//! really landed in Redis: the ports' producer writes, `PortConfigDone`,
+//! `PortInitDone`, and the warm restart's `restored` and `reconciled`.
 //!
 //! - Cold start: every CONFIG_DB port goes to APPL_DB through the producer
 //!   protocol; `PortConfigDone` (with the count) follows once Redis
 //!   acknowledged every one of them.
 //! - `PortInitDone` once every configured port's STATE_DB row landed (a
 //!   link message alone is not enough: the port must be configured).
-//! - Warm start: at the end of the initial link dump (EOIU), or when
-//!   `portsyncd_timer` runs out first, `restored`; `reconciled` once Redis
-//!   acknowledged every write queued up to then (keys Redis keeps refusing,
-//!   and ports not configured yet, do not hold it up). No row is ever
-//!   deleted here: on a warm reboot the kernel is new and syncd recreates
-//!   the netdevs later, while STATE_DB already holds every daemon's fields.
+//! - Warm start: nothing is written until the end of the initial link dump
+//!   (EOIU), or until `portsyncd_timer` runs out first; then the rows are
+//!   compared with what Redis holds, only those that differ are written,
+//!   `restored` is recorded, and `reconciled` once every such write landed.
+//!   No row is ever deleted here: on a warm reboot the kernel is new and
+//!   syncd recreates the netdevs later, while STATE_DB already holds every
+//!   daemon's fields.
 
-use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
 use crate::metrics::{Metrics, RowCounts};
 use crate::port_name::PortName;
-use crate::queue::{CoalescingQueue, Key, Op};
+use crate::ports::{Ports, refusal_delay};
 use crate::sonic::warm_table::{MAX_RECONCILE_TIMER_SECS, WarmState};
 use crate::startup::StartupInputs;
-use crate::writer::Landed;
+use crate::status::{Phase, Status};
 
 /// The warm reconcile's bound when CONFIG_DB `WARM_RESTART|swss` has no
 /// `portsyncd_timer`. A link dump takes milliseconds; this only matters
@@ -41,97 +42,203 @@ pub fn reconcile_timer(portsyncd_timer: Option<u64>) -> Duration {
     }
 }
 
-const CONFIG_DONE: &[u8] = b"PortConfigDone";
-const INIT_DONE: &[u8] = b"PortInitDone";
+pub const CONFIG_DONE: &[u8] = b"PortConfigDone";
+pub const INIT_DONE: &[u8] = b"PortInitDone";
+
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One thing the start-up tells Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// An APPL_DB `PORT_TABLE` entry through the producer protocol: a port,
+    /// `PortConfigDone` or `PortInitDone`.
+    Produce { key: Vec<u8>, fields: Fields },
+    /// Fields of STATE_DB `WARM_RESTART_TABLE|portsyncd`.
+    Warm(Fields),
+}
+
+/// Outputs waiting for a round, in the order they must be sent. A round
+/// takes them from the front; what did not land goes back to the front in
+/// its order.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    items: VecDeque<Output>,
+    in_flight: usize,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Outbox {
+    fn push(&mut self, output: Output) {
+        self.items.push_back(output);
+    }
+
+    /// Up to `max` outputs for a round, unless a refusal's backoff runs.
+    pub fn take(&mut self, now: Instant, max: usize) -> Vec<Output> {
+        if self.retry_at.is_some_and(|t| t > now) {
+            return Vec::new();
+        }
+        let n = max.min(self.items.len());
+        self.in_flight += n;
+        self.items.drain(..n).collect()
+    }
+
+    /// What a round did not land goes back first in line; `refused`: after
+    /// a backoff (the whole outbox waits, so the order holds).
+    pub fn put_back(&mut self, outputs: Vec<Output>, refused: bool, now: Instant) {
+        self.in_flight -= outputs.len();
+        for output in outputs.into_iter().rev() {
+            self.items.push_front(output);
+        }
+        if refused {
+            self.failures += 1;
+            self.retry_at = Some(now + refusal_delay(self.failures));
+        }
+    }
+
+    /// Outputs that landed.
+    pub fn landed(&mut self, n: usize) {
+        self.in_flight -= n;
+        if n > 0 && self.in_flight == 0 {
+            self.failures = 0;
+            self.retry_at = None;
+        }
+    }
+
+    pub fn idle(&self) -> bool {
+        self.items.is_empty() && self.in_flight == 0
+    }
+
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.retry_at.filter(|_| !self.items.is_empty())
+    }
+
+    pub fn failing(&self) -> bool {
+        self.failures > 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notice {
+    Waiting,
+    Queued,
+    Landed,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Warm {
     /// Cold start: nothing to reconcile.
     Off,
-    /// Waiting for EOIU, at most until this instant.
+    /// Collecting until EOIU, at most until this instant.
     Collecting(Instant),
-    /// `restored` queued; `reconciled` once everything before `mark` landed.
+    /// `restored` queued; `reconciled` once every write queued up to then
+    /// landed.
     Restored {
-        mark: u64,
         by_timer: bool,
     },
-    /// `reconciled` queued; said (log, gauge) once Redis holds it, so that
-    /// whoever reads the word can read the row too.
+    /// `reconciled` queued; said once Redis holds it.
     Reconciling {
         by_timer: bool,
     },
     Reconciled,
 }
 
-/// Where the start-up stands.
+/// What a periodic check found missing in Redis.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Missing {
+    /// Nothing the daemon gave APPL_DB is there any more.
+    pub appl_lost: bool,
+    pub config_done: bool,
+    pub init_done: bool,
+    pub warm_row: bool,
+}
+
+/// Where the start-up stands, and the outputs it still has to send.
 pub struct Progress {
+    pub outbox: Outbox,
     count: usize,
-    /// Cold start: producer writes of ports not acknowledged yet.
-    config_pending: HashSet<Vec<u8>>,
-    config_done_queued: bool,
-    /// Configured ports whose STATE_DB row has not landed yet.
-    awaiting_row: HashSet<PortName>,
-    init_done_queued: bool,
+    /// Producer writes of ports not landed yet (cold start).
+    producing: usize,
+    config_done: Notice,
+    init_done: Notice,
     warm: Warm,
-    warm_key: String,
+    restore_count: u64,
+    /// The last warm-restart state sent, to write the row again if it goes.
+    warm_state: WarmState,
     started: Instant,
     before: RowCounts,
+    status: Status,
     metrics: Metrics,
 }
 
 impl Progress {
     /// Starts the start-up: on a cold start, queues every port's producer
-    /// write.
+    /// write. Returns the CONFIG_DB ports, for their records.
     pub fn start(
         inputs: StartupInputs,
-        warm_key: String,
-        queue: &mut CoalescingQueue,
+        status: Status,
         metrics: Metrics,
         started: Instant,
-    ) -> Self {
+    ) -> (Self, Vec<PortName>) {
         let warm = inputs.warm.warm;
         let count = inputs.ports.len();
-        let awaiting_row = inputs.ports.iter().map(|(p, _)| p.clone()).collect();
-        let mut config_pending = HashSet::new();
-        if !warm {
-            // Moved, not copied: on a large switch these hashes are most of
-            // the start-up's memory.
-            for (name, fields) in inputs.ports {
+        let mut outbox = Outbox::default();
+        let mut names = Vec::with_capacity(count);
+        // Moved, not copied: on a large switch these hashes are most of the
+        // start-up's memory.
+        for (name, fields) in inputs.ports {
+            if !warm {
                 let key = name.as_bytes().to_vec();
-                config_pending.insert(key.clone());
-                queue.push(Key::ApplPort(key), Op::Fields(fields), started);
+                outbox.push(Output::Produce { key, fields });
             }
+            names.push(name);
+        }
+        if warm {
+            info!("warm start: APPL_DB PORT_TABLE and PortConfigDone left as they are");
+        } else {
             info!(
                 count,
                 "port configuration queued for APPL_DB PORT_TABLE; PortConfigDone follows once Redis took every port"
             );
-        } else {
-            info!("warm start: APPL_DB PORT_TABLE and PortConfigDone left as they are");
         }
-        let timer = reconcile_timer(inputs.reconcile_timer);
-        Progress {
+        let until = started
+            .checked_add(reconcile_timer(inputs.reconcile_timer))
+            .unwrap_or_else(|| started + Duration::from_secs(365 * 86_400));
+        let progress = Progress {
+            outbox,
             count,
-            config_pending,
-            config_done_queued: warm,
-            awaiting_row,
-            init_done_queued: false,
+            producing: if warm { 0 } else { count },
+            config_done: if warm {
+                Notice::Landed
+            } else {
+                Notice::Waiting
+            },
+            init_done: Notice::Waiting,
             warm: if warm {
-                Warm::Collecting(
-                    started
-                        .checked_add(timer)
-                        .unwrap_or_else(|| started + Duration::from_secs(365 * 86_400)),
-                )
+                Warm::Collecting(until)
             } else {
                 Warm::Off
             },
-            warm_key,
+            restore_count: inputs.warm.restore_count,
+            warm_state: if warm {
+                WarmState::Initialized
+            } else {
+                WarmState::Disabled
+            },
             before: metrics.warm.row_counts(),
             started,
+            status,
             metrics,
-        }
+        };
+        (progress, names)
     }
 
-    /// When [`tick`](Self::tick) must run at the latest.
+    /// Writes are held until the warm reconcile.
+    pub fn holds_writes(&self) -> bool {
+        matches!(self.warm, Warm::Collecting(_))
+    }
+
+    /// When [`reconcile_due`](Self::reconcile_due) must be asked at the latest.
     pub fn deadline(&self) -> Option<Instant> {
         match self.warm {
             Warm::Collecting(until) => Some(until),
@@ -139,130 +246,121 @@ impl Progress {
         }
     }
 
-    pub fn on_landed(&mut self, landed: &Landed) {
-        match landed {
-            Landed::Row { port, .. } => {
-                self.awaiting_row.remove(port);
+    /// The warm reconcile must run now: at EOIU, or when the timer ran out
+    /// first (`Some(true)`).
+    pub fn reconcile_due(&self, eoiu: bool, now: Instant) -> Option<bool> {
+        match self.warm {
+            Warm::Collecting(_) if eoiu => Some(false),
+            Warm::Collecting(until) if now >= until => {
+                warn!(
+                    "warm restart: the initial link dump did not finish within portsyncd_timer; reconciling with what the kernel reported so far"
+                );
+                Some(true)
             }
-            Landed::Appl(key) if key.as_slice() == CONFIG_DONE => {
+            _ => None,
+        }
+    }
+
+    /// The warm reconcile compared the rows; their writes are queued.
+    pub fn restored(&mut self, by_timer: bool) {
+        self.push_warm_state(WarmState::Restored);
+        self.warm = Warm::Restored { by_timer };
+    }
+
+    /// The start-up link dump finished.
+    pub fn on_eoiu(&mut self, alive: usize, awaiting: usize) {
+        info!(
+            ports_alive = alive,
+            ports_awaiting_row = awaiting,
+            "end of initial link update (EOIU)"
+        );
+        if self.warm == Warm::Off {
+            // A cold start has nothing to reconcile: done at EOIU.
+            self.metrics.warm_restart_reconciled.set(1);
+        }
+    }
+
+    fn push_warm_state(&mut self, state: WarmState) {
+        self.warm_state = state;
+        self.outbox.push(Output::Warm(vec![(
+            b"state".to_vec(),
+            state.as_str().as_bytes().to_vec(),
+        )]));
+    }
+
+    /// An output landed.
+    pub fn on_landed(&mut self, output: &Output) {
+        match output {
+            Output::Produce { key, .. } if key == CONFIG_DONE => {
+                self.config_done = Notice::Landed;
                 self.metrics.port_config_done.set(1);
                 info!(count = self.count, "PortConfigDone written to APPL_DB");
             }
-            Landed::Appl(key) if key.as_slice() == INIT_DONE => {
+            Output::Produce { key, .. } if key == INIT_DONE => {
+                self.init_done = Notice::Landed;
                 self.metrics.port_init_done.set(1);
                 info!(
                     elapsed_ms = self.started.elapsed().as_millis() as u64,
                     "PortInitDone written to APPL_DB"
                 );
             }
-            Landed::Appl(key) => {
-                self.config_pending.remove(key);
-            }
-            Landed::StateHash(key) if *key == self.warm_key => {
-                if let Warm::Reconciling { by_timer } = self.warm {
-                    self.reconciled(by_timer);
-                }
-            }
-            // The reconcile itself is done; only its record is refused (a
-            // key of the wrong type, say). Say so rather than never be ready.
-            Landed::Refused {
-                key: Key::StateHash(key),
-                error,
-                ..
-            } if *key == self.warm_key => {
-                if let Warm::Reconciling { by_timer } = self.warm {
-                    warn!(key, error = %error, "Redis refuses the warm restart row; the reconcile is done, but the row does not say so until Redis takes it");
-                    self.reconciled(by_timer);
-                }
-            }
-            // A row Redis refuses is retried on its own; PortInitDone does
-            // not wait for it (one bad key must not hold the switch back).
-            Landed::Refused {
-                key: Key::StatePort(port),
-                ..
-            } if self.awaiting_row.remove(port) => {
-                warn!(port = %port, "PortInitDone will not wait for this port: Redis refuses its STATE_DB row");
-            }
-            _ => {}
+            Output::Produce { .. } => self.producing = self.producing.saturating_sub(1),
+            Output::Warm(fields) if is_reconciled(fields) => self.reconciled(),
+            Output::Warm(_) => {}
         }
+        self.publish_phase();
     }
 
-    /// The start-up link dump finished.
-    pub fn on_eoiu(&mut self, queue: &mut CoalescingQueue, live: usize) {
-        info!(
-            ports_alive = live,
-            ports_awaiting_row = self.awaiting_row.len(),
-            "end of initial link update (EOIU)"
-        );
-        match self.warm {
-            Warm::Collecting(_) => self.restored(queue, false),
-            // A cold start has nothing to reconcile: done at EOIU.
-            Warm::Off => {
-                self.metrics.warm_restart_reconciled.set(1);
-            }
-            _ => {}
+    /// Redis refused an output. The reconcile's record alone is said done
+    /// all the same (it is done; only its row is refused), rather than never
+    /// be ready.
+    pub fn on_refused(&mut self, output: &Output) {
+        if let Output::Warm(fields) = output
+            && is_reconciled(fields)
+            && matches!(self.warm, Warm::Reconciling { .. })
+        {
+            warn!(
+                "Redis refuses the warm restart row; the reconcile is done, but the row does not say so until Redis takes it"
+            );
+            self.reconciled();
+            self.publish_phase();
         }
-    }
-
-    fn restored(&mut self, queue: &mut CoalescingQueue, by_timer: bool) {
-        self.push_warm_state(queue, WarmState::Restored);
-        self.warm = Warm::Restored {
-            mark: queue.mark(),
-            by_timer,
-        };
-    }
-
-    fn push_warm_state(&self, queue: &mut CoalescingQueue, state: WarmState) {
-        queue.push(
-            Key::StateHash(self.warm_key.clone()),
-            Op::Fields(vec![(
-                b"state".to_vec(),
-                state.as_str().as_bytes().to_vec(),
-            )]),
-            Instant::now(),
-        );
     }
 
     /// Moves the start-up on as far as what landed allows.
-    pub fn tick(&mut self, queue: &mut CoalescingQueue, now: Instant) {
-        if !self.config_done_queued && self.config_pending.is_empty() {
-            self.config_done_queued = true;
-            queue.push(
-                Key::ApplPort(CONFIG_DONE.to_vec()),
-                Op::Fields(vec![(
-                    b"count".to_vec(),
-                    self.count.to_string().into_bytes(),
-                )]),
-                now,
-            );
+    pub fn tick(&mut self, ports: &Ports) {
+        if self.config_done == Notice::Waiting && self.producing == 0 {
+            self.config_done = Notice::Queued;
+            self.outbox.push(Output::Produce {
+                key: CONFIG_DONE.to_vec(),
+                fields: vec![(b"count".to_vec(), self.count.to_string().into_bytes())],
+            });
         }
-        let config_done = self.warm != Warm::Off || self.metrics.port_config_done.get() == 1;
-        if !self.init_done_queued && config_done && self.awaiting_row.is_empty() {
-            self.init_done_queued = true;
-            queue.push(
-                Key::ApplPort(INIT_DONE.to_vec()),
-                Op::Fields(vec![(b"lanes".to_vec(), b"0".to_vec())]),
-                now,
-            );
+        if self.init_done == Notice::Waiting
+            && self.config_done == Notice::Landed
+            && !self.holds_writes()
+            && ports.awaiting_init() == 0
+        {
+            self.init_done = Notice::Queued;
+            self.outbox.push(Output::Produce {
+                key: INIT_DONE.to_vec(),
+                fields: vec![(b"lanes".to_vec(), b"0".to_vec())],
+            });
             info!("every configured port's STATE_DB row is written; PortInitDone queued");
         }
-        match self.warm {
-            Warm::Collecting(until) if now >= until => {
-                warn!(
-                    "warm restart: the initial link dump did not finish within portsyncd_timer; \
-                     reconciling with what the kernel reported so far"
-                );
-                self.restored(queue, true);
-            }
-            Warm::Restored { mark, by_timer } if queue.acknowledged_through(mark) => {
-                self.push_warm_state(queue, WarmState::Reconciled);
-                self.warm = Warm::Reconciling { by_timer };
-            }
-            _ => {}
+        if let Warm::Restored { by_timer } = self.warm
+            && ports.settled()
+            && self.outbox.idle()
+        {
+            self.push_warm_state(WarmState::Reconciled);
+            self.warm = Warm::Reconciling { by_timer };
         }
     }
 
-    fn reconciled(&mut self, by_timer: bool) {
+    fn reconciled(&mut self) {
+        let Warm::Reconciling { by_timer } = self.warm else {
+            return;
+        };
         self.warm = Warm::Reconciled;
         let seconds = self.started.elapsed().as_secs_f64();
         let done = self
@@ -281,10 +379,66 @@ impl Progress {
         );
     }
 
-    /// Ports whose row has not landed, for the waiting log line.
-    pub fn awaiting_rows(&self) -> usize {
-        self.awaiting_row.len()
+    /// The phase systemd and the probes read: configured once PortConfigDone
+    /// landed (cold) or the reconcile did (warm); initialized once
+    /// PortInitDone landed too.
+    fn publish_phase(&self) {
+        let configured = match self.warm {
+            Warm::Off => self.config_done == Notice::Landed,
+            w => w == Warm::Reconciled,
+        };
+        if configured {
+            self.status.set_phase(if self.init_done == Notice::Landed {
+                Phase::Initialized
+            } else {
+                Phase::Configured
+            });
+        }
     }
+
+    /// What the periodic check must look for: whether anything of ours is
+    /// in APPL_DB yet, and which notices landed.
+    pub fn expects(&self) -> (bool, bool, bool) {
+        let appl = self.config_done == Notice::Landed;
+        (appl, appl, self.init_done == Notice::Landed)
+    }
+
+    /// Someone deleted one of our keys (not a lost database): write just
+    /// that key again. Returns false when APPL_DB lost everything we gave
+    /// it, which needs the whole start-up again.
+    pub fn repair(&mut self, missing: Missing) -> bool {
+        if missing.appl_lost {
+            return false;
+        }
+        if missing.config_done && self.config_done == Notice::Landed {
+            warn!("APPL_DB PORT_TABLE:PortConfigDone is gone; writing it again");
+            self.config_done = Notice::Waiting;
+        }
+        if missing.init_done && self.init_done == Notice::Landed {
+            warn!("APPL_DB PORT_TABLE:PortInitDone is gone; writing it again");
+            self.init_done = Notice::Waiting;
+        }
+        if missing.warm_row {
+            warn!("STATE_DB WARM_RESTART_TABLE|portsyncd is gone; writing it again");
+            self.outbox.push(Output::Warm(vec![
+                (
+                    b"restore_count".to_vec(),
+                    self.restore_count.to_string().into_bytes(),
+                ),
+                (
+                    b"state".to_vec(),
+                    self.warm_state.as_str().as_bytes().to_vec(),
+                ),
+            ]));
+        }
+        true
+    }
+}
+
+fn is_reconciled(fields: &Fields) -> bool {
+    fields
+        .iter()
+        .any(|(f, v)| f == b"state" && v.as_slice() == WarmState::Reconciled.as_str().as_bytes())
 }
 
 #[cfg(test)]
@@ -307,104 +461,118 @@ mod tests {
         }
     }
 
-    fn drain_appl(queue: &mut CoalescingQueue, progress: &mut Progress) -> Vec<Vec<u8>> {
-        let mut taken = Vec::new();
-        queue.take_due(Instant::now(), 100, &mut taken);
-        let mut keys = Vec::new();
-        for t in taken {
-            queue.acked(&t);
-            if let Key::ApplPort(k) = &t.key {
-                keys.push(k.clone());
-                progress.on_landed(&Landed::Appl(k.clone()));
-            }
+    /// Lands everything in the outbox; the keys and warm states, in order.
+    fn land_all(p: &mut Progress) -> Vec<Vec<u8>> {
+        let taken = p.outbox.take(Instant::now(), 1000);
+        p.outbox.landed(taken.len());
+        let mut said = Vec::new();
+        for o in &taken {
+            p.on_landed(o);
+            said.push(match o {
+                Output::Produce { key, .. } => key.clone(),
+                Output::Warm(fields) => fields[0].1.clone(),
+            });
         }
-        keys
+        said
     }
 
     #[test]
     fn port_config_done_waits_for_every_port_and_init_done_for_every_row() {
-        let mut queue = CoalescingQueue::new(64);
         let now = Instant::now();
-        let mut p = Progress::start(
+        let (mut p, names) = Progress::start(
             inputs(false, &["Ethernet0", "Ethernet4"]),
-            "W".into(),
-            &mut queue,
+            Status::default(),
             Metrics::new(),
             now,
         );
-        p.tick(&mut queue, now);
+        let mut ports = Ports::new(names.clone(), 64);
+        p.tick(&ports);
         assert_eq!(
-            drain_appl(&mut queue, &mut p),
+            land_all(&mut p),
             vec![b"Ethernet0".to_vec(), b"Ethernet4".to_vec()]
         );
-        p.tick(&mut queue, now);
-        assert_eq!(drain_appl(&mut queue, &mut p), vec![CONFIG_DONE.to_vec()]);
-        p.tick(&mut queue, now);
-        assert!(queue.is_empty(), "PortInitDone waits for the rows");
-        let row = |port: &str| Landed::Row {
-            port: PortName::from(port),
-            since: now,
-            fields: 4,
-            oper_up: true,
-            admin_up: true,
-        };
-        p.on_landed(&row("Ethernet0"));
-        p.tick(&mut queue, now);
-        assert!(queue.is_empty());
-        p.on_landed(&row("Ethernet4"));
-        p.tick(&mut queue, now);
-        assert_eq!(drain_appl(&mut queue, &mut p), vec![INIT_DONE.to_vec()]);
+        p.tick(&ports);
+        assert_eq!(land_all(&mut p), vec![CONFIG_DONE.to_vec()]);
+        assert_eq!(p.status.phase(), Phase::Configured);
+        p.tick(&ports);
+        assert!(p.outbox.idle(), "PortInitDone waits for the rows");
+        for n in &names {
+            ports.give_up_waiting(n);
+        }
+        p.tick(&ports);
+        assert_eq!(land_all(&mut p), vec![INIT_DONE.to_vec()]);
+        assert_eq!(p.status.phase(), Phase::Initialized);
+        // One deleted notice is written again, alone.
+        assert!(p.repair(Missing {
+            config_done: true,
+            ..Missing::default()
+        }));
+        p.tick(&ports);
+        assert_eq!(land_all(&mut p), vec![CONFIG_DONE.to_vec()]);
+        assert!(!p.repair(Missing {
+            appl_lost: true,
+            ..Missing::default()
+        }));
     }
 
     #[test]
-    fn no_ports_means_both_notices_at_once() {
-        let mut queue = CoalescingQueue::new(64);
-        let now = Instant::now();
-        let mut p = Progress::start(
-            inputs(false, &[]),
-            "W".into(),
-            &mut queue,
-            Metrics::new(),
-            now,
-        );
-        p.tick(&mut queue, now);
-        assert_eq!(drain_appl(&mut queue, &mut p), vec![CONFIG_DONE.to_vec()]);
-        p.tick(&mut queue, now);
-        assert_eq!(drain_appl(&mut queue, &mut p), vec![INIT_DONE.to_vec()]);
-    }
-
-    #[test]
-    fn a_warm_start_reconciles_after_eoiu_or_the_timer() {
-        let mut queue = CoalescingQueue::new(64);
+    fn a_warm_start_reconciles_after_eoiu_or_the_timer_and_says_so_once_it_landed() {
         let now = Instant::now();
         let metrics = Metrics::new();
-        let mut p = Progress::start(
+        let (mut p, names) = Progress::start(
             inputs(true, &["Ethernet0"]),
-            "W".into(),
-            &mut queue,
+            Status::default(),
             metrics.clone(),
             now,
         );
-        assert!(queue.is_empty(), "no producer writes on a warm start");
-        p.tick(&mut queue, now + DEFAULT_RECONCILE_TIMER);
-        assert!(
-            queue.contains(&Key::StateHash("W".into())),
-            "restored by timer"
+        let ports = Ports::new(names, 64);
+        assert!(p.outbox.idle(), "no producer writes on a warm start");
+        assert!(p.holds_writes());
+        assert_eq!(p.reconcile_due(false, now), None);
+        assert_eq!(
+            p.reconcile_due(false, now + DEFAULT_RECONCILE_TIMER),
+            Some(true)
         );
-        let mut taken = Vec::new();
-        queue.take_due(now, 10, &mut taken);
-        queue.acked(&taken[0]);
-        p.on_landed(&Landed::StateHash("W".into()));
-        p.tick(&mut queue, now);
-        assert!(queue.contains(&Key::StateHash("W".into())), "reconciled");
+        p.restored(true);
+        p.tick(&ports);
+        assert_eq!(land_all(&mut p), vec![b"restored".to_vec()]);
+        p.tick(&ports);
+        let taken = p.outbox.take(now, 10);
+        assert_eq!(taken.len(), 1);
         assert_eq!(
             metrics.warm_restart_reconciled.get(),
             0,
             "said only once Redis holds it"
         );
-        p.on_landed(&Landed::StateHash("W".into()));
+        p.outbox.landed(1);
+        p.on_landed(&taken[0]);
         assert_eq!(metrics.warm_restart_reconciled.get(), 1);
         assert_eq!(metrics.warm.reconcile_by_timer.get(), 1);
+        assert_eq!(p.status.phase(), Phase::Configured);
+    }
+
+    #[test]
+    fn outputs_that_did_not_land_go_back_first_in_their_order() {
+        let mut o = Outbox::default();
+        for k in [b"a", b"b", b"c"] {
+            o.push(Output::Produce {
+                key: k.to_vec(),
+                fields: Vec::new(),
+            });
+        }
+        let now = Instant::now();
+        let first = o.take(now, 2);
+        o.put_back(first, true, now);
+        assert!(o.take(now, 3).is_empty(), "a refusal waits out its backoff");
+        let all = o.take(now + Duration::from_secs(1), 3);
+        let keys: Vec<_> = all
+            .iter()
+            .map(|x| match x {
+                Output::Produce { key, .. } => key.clone(),
+                Output::Warm(_) => Vec::new(),
+            })
+            .collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
     }
 
     #[test]
@@ -416,10 +584,9 @@ mod tests {
             reconcile_timer(Some(u64::MAX)),
             Duration::from_secs(MAX_RECONCILE_TIMER_SECS)
         );
-        let mut queue = CoalescingQueue::new(4);
         let mut i = inputs(true, &[]);
         i.reconcile_timer = Some(u64::MAX);
-        let p = Progress::start(i, "W".into(), &mut queue, Metrics::new(), Instant::now());
+        let (p, _) = Progress::start(i, Status::default(), Metrics::new(), Instant::now());
         assert!(p.deadline().is_some());
     }
 }

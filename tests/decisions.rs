@@ -1,4 +1,4 @@
-//! The daemon's decisions (rules, queue, STATE_DB image, start-up progress)
+//! The daemon's decisions (rules, port records, start-up progress)
 //! under many arbitrary sequences of link events, dumps, configuration and
 //! Redis outcomes, against the invariants in tests/support/decisions_model.rs.
 //! The same driver is the `decisions` fuzz target; this runs a fixed set of
@@ -47,7 +47,11 @@ fn a_cold_start_with_ports_arriving_after_configuration_reaches_port_init_done()
     for port in 0..3u8 {
         data.extend([0x00, port | (4 + port) << 2, 0x08, port]);
     }
-    data.extend([0x07, 0x09, 0x00, 0x09, 0x00, 0x09, 0x00, 0x09, 0x00]);
+    // EOIU, the configuration asked, then four rounds each answered.
+    data.extend([0x07, 0x0a]);
+    for _ in 0..4 {
+        data.extend([0x0b, 0x0d, 0x00]);
+    }
     let exercised = decisions_model::run(&data);
     assert_eq!(exercised.rows_compared, 3);
     assert!(exercised.port_init_done);

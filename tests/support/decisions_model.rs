@@ -1,15 +1,19 @@
-//! Drives the daemon's decisions (rules, coalescing queue, STATE_DB image,
-//! start-up progress) through an arbitrary sequence of link events, dumps,
-//! overruns, configuration changes and Redis outcomes, against a model of
-//! Redis, and checks the invariants after every step. Shared by
+//! Drives the daemon's own decisions (the rules, the port records' dirty
+//! set and rounds, the start-up progress and its outbox) through an
+//! arbitrary sequence of link events, dumps, APPL_DB changes and Redis
+//! outcomes, against a model of Redis, and checks the invariants after
+//! every step. What is expected comes from the kernel's sequence as this
+//! model keeps it, never from the code under test. Shared by
 //! `tests/decisions.rs` (a fixed set of pseudo-random sequences, in CI) and
 //! `fuzz/fuzz_targets/decisions.rs` (coverage-guided).
 //!
 //! Invariants:
-//! - one queue slot per key, never more keys than exist;
-//! - nothing lost: once every port is configured and Redis takes every
-//!   write, each STATE_DB row holds the last state the kernel reported (or
-//!   is gone when the last word was a delete);
+//! - every change of a port's four values (or ifindex) reaches Redis as a
+//!   whole row written after it;
+//! - nothing is written for a port APPL_DB lacks at that moment, and a
+//!   written row is the kernel's latest word;
+//! - once every port is configured and Redis takes every write, each row
+//!   holds the kernel's last word (or is gone after a delete);
 //! - PortInitDone only after every configured port's row was written (or
 //!   Redis refused it); PortConfigDone only after every port entry landed;
 //! - no panic anywhere.
@@ -20,16 +24,15 @@ use std::time::{Duration, Instant};
 use portsyncd::metrics::Metrics;
 use portsyncd::netlink::{LinkChange, LinkEvent};
 use portsyncd::port_name::PortName;
-use portsyncd::queue::{CoalescingQueue, Key, Op};
+use portsyncd::ports::{Outcome, Ports, Take};
 use portsyncd::sonic::warm_table::WarmStart;
 use portsyncd::startup::StartupInputs;
-use portsyncd::state_image::StateImage;
-use portsyncd::sync::{Decision, PortState, STATE_FIELDS, SyncRules, state_values};
-use portsyncd::warm_reconcile::Progress;
-use portsyncd::writer::Landed;
+use portsyncd::status::Status;
+use portsyncd::sync::{Decision, Ignored, PortState, SyncRules, state_values};
+use portsyncd::warm_reconcile::{Output, Progress};
 
 const PORTS: [&str; 4] = ["Ethernet0", "Ethernet4", "Ethernet8", "PortChannel1"];
-/// ifindexes 1..=3 are old interfaces (a cold start's snapshot).
+/// ifindexes 1..=3 are old interfaces (a cold, non-DPU start's snapshot).
 const OLD: [u32; 3] = [1, 2, 3];
 
 /// Bytes in, one decision at a time.
@@ -43,17 +46,6 @@ impl Input<'_> {
     }
 }
 
-/// Redis as far as these decisions can tell.
-#[derive(Default)]
-struct ModelRedis {
-    /// STATE_DB rows: our four fields.
-    rows: HashMap<PortName, [Vec<u8>; 4]>,
-    /// Ports whose consumed APPL_DB key exists.
-    configured: HashSet<PortName>,
-    /// APPL_DB keys produced.
-    produced: HashSet<Vec<u8>>,
-}
-
 /// What one sequence exercised, so a caller can tell that the invariants
 /// were checked on something (not on empty runs).
 #[derive(Debug, Default)]
@@ -64,299 +56,373 @@ pub struct Exercised {
     pub port_init_done: bool,
 }
 
+/// A round in flight: each port's write with the step it was sent at, and
+/// the outputs.
+type InFlight = (Vec<(Take, u64)>, Vec<Output>);
+
+/// Redis and the kernel as this model keeps them.
+#[derive(Default)]
+struct Model {
+    /// STATE_DB rows (always whole: the daemon writes only whole rows).
+    rows: HashMap<PortName, [Vec<u8>; 4]>,
+    /// Ports whose consumed APPL_DB key exists.
+    appl: HashSet<PortName>,
+    /// APPL_DB keys produced, in order.
+    produced: Vec<Vec<u8>>,
+    /// The kernel's last word per port: `Some((ifindex, state))` alive.
+    kernel: HashMap<PortName, Option<(u32, PortState)>>,
+    /// Ports reported since the running dump started.
+    seen_in_dump: Option<HashSet<PortName>>,
+    /// A change not yet followed by a whole row written after it: the step
+    /// of the change.
+    owed: HashMap<PortName, u64>,
+    /// Ports whose row landed (or Redis refused it).
+    rows_landed: HashSet<PortName>,
+    step: u64,
+}
+
 pub fn run(data: &[u8]) -> Exercised {
     let mut input = Input(data);
     let Some(first) = input.byte() else {
         return Exercised::default();
     };
     let warm = first & 1 == 1;
-    let config_ports = usize::from(first >> 1) % 4;
-    let now = Instant::now();
-    let metrics = Metrics::new();
+    let dpu = first & 0x40 != 0;
+    let config: Vec<PortName> = PORTS[..usize::from(first >> 1) % 4]
+        .iter()
+        .map(|p| PortName::from(*p))
+        .collect();
+    let old: &[u32] = if warm || dpu { &[] } else { &OLD };
+    let mut clock = Instant::now();
     let inputs = StartupInputs {
-        dpu: first & 0x40 != 0,
+        dpu,
         warm: WarmStart {
             warm,
             restore_count: u64::from(warm),
         },
-        ports: PORTS[..config_ports]
+        ports: config
             .iter()
-            .map(|p| (PortName::from(*p), vec![(b"lanes".to_vec(), b"0".to_vec())]))
+            .map(|p| (p.clone(), vec![(b"lanes".to_vec(), b"0".to_vec())]))
             .collect(),
         reconcile_timer: None,
     };
-    let configured_in_config_db: HashSet<PortName> =
-        inputs.ports.iter().map(|(p, _)| p.clone()).collect();
-    let mut queue = CoalescingQueue::new(64);
-    let mut progress = Progress::start(inputs, "W".into(), &mut queue, metrics.clone(), now);
-    let mut rules = SyncRules::new(if warm { Vec::new() } else { OLD.to_vec() });
-    let mut image = StateImage::default();
-    let mut redis = ModelRedis::default();
-    // What the kernel said last, per port: Some(state) alive, None deleted.
-    let mut truth: HashMap<PortName, Option<PortState>> = HashMap::new();
-    let mut rows_landed: HashSet<PortName> = HashSet::new();
-    let mut refused: HashSet<PortName> = HashSet::new();
-    let mut clock = now;
-    let mut in_flight = Vec::new();
+    let (mut progress, names) = Progress::start(inputs, Status::default(), Metrics::new(), clock);
+    let mut ports = Ports::new(names, 64);
+    let mut rules = SyncRules::new(old.iter().copied());
+    let mut m = Model::default();
+    let mut in_flight: Option<InFlight> = None;
+    let mut eoiu = false;
 
     while let Some(action) = input.byte() {
+        m.step += 1;
         clock += Duration::from_millis(u64::from(action >> 4) * 50);
         match action & 0x0f {
             0..=5 => {
                 let arg = input.byte().unwrap_or(0);
-                let port = PORTS[usize::from(arg) % PORTS.len()];
+                let name = PORTS[usize::from(arg) % PORTS.len()];
                 let ifindex = u32::from(arg >> 2) % 8 + 1;
+                let del = action & 0x0f == 5;
+                let state = PortState {
+                    admin_up: arg & 0x40 != 0,
+                    oper_up: arg & 0x80 != 0,
+                    mtu: 1500 + u32::from(arg & 3),
+                };
                 let event = LinkEvent {
-                    change: if action & 0x0f == 5 {
+                    change: if del {
                         LinkChange::Del
                     } else {
                         LinkChange::New
                     },
                     ifindex,
-                    name: port.as_bytes(),
+                    name: name.as_bytes(),
                     kind: None,
                     master: None,
-                    admin_up: arg & 0x40 != 0,
-                    oper_up: arg & 0x80 != 0,
-                    mtu: 1500 + u32::from(arg & 3),
+                    admin_up: state.admin_up,
+                    oper_up: state.oper_up,
+                    mtu: state.mtu,
                 };
-                match rules.on_event(&event) {
-                    Decision::Set {
-                        port,
-                        state,
-                        recreated,
-                    } => {
-                        truth.insert(port.clone(), Some(state));
-                        queue.push(Key::StatePort(port), Op::port_set(state, recreated), clock);
+                let decision = rules.on_event(&event);
+                if old.contains(&ifindex) {
+                    assert_eq!(decision, Decision::Ignore(Ignored::OldInterface));
+                    continue;
+                }
+                let port = PortName::from(name);
+                m.kernel_says(&port, (!del).then_some((ifindex, state)), warm && !eoiu);
+                match decision {
+                    Decision::Set { port: p, .. } => {
+                        ports.on_link(&p, ifindex, state, clock);
                     }
-                    Decision::Delete { port } => {
-                        truth.insert(port.clone(), None);
-                        queue.push(Key::StatePort(port), Op::port_delete(), clock);
-                    }
-                    Decision::Ignore(_) => {}
+                    Decision::Delete { port: p } => ports.on_del(&p, clock),
+                    Decision::Ignore(why) => panic!("{name} ignored: {why:?}"),
                 }
             }
-            6 => rules.dump_started(),
+            6 => {
+                ports.dump_started();
+                m.seen_in_dump = Some(HashSet::new());
+            }
             7 => {
-                for port in rules.dump_finished() {
-                    truth.insert(port.clone(), None);
-                    queue.push(Key::StatePort(port), Op::port_delete(), clock);
+                let mut vanished = ports.vanished();
+                vanished.sort();
+                assert_eq!(vanished, m.vanished(), "a resync's deletes");
+                for port in &vanished {
+                    m.kernel_says(port, None, false);
+                    ports.on_del(port, clock);
                 }
-                progress.on_eoiu(&mut queue, 0);
+                if !eoiu {
+                    eoiu = true;
+                    progress.on_eoiu(0, 0);
+                }
             }
-            8 => {
-                // orchagent consumes a port.
-                let arg = input.byte().unwrap_or(0);
-                redis
-                    .configured
-                    .insert(PortName::from(PORTS[usize::from(arg) % PORTS.len()]));
+            8 | 9 => {
+                // orchagent consumes a port, or breakout removes it.
+                let port =
+                    PortName::from(PORTS[usize::from(input.byte().unwrap_or(0)) % PORTS.len()]);
+                if action & 0x0f == 8 {
+                    m.appl.insert(port.clone());
+                } else {
+                    m.appl.remove(&port);
+                }
+                ports.reconsider(&port);
             }
-            9 | 10 if in_flight.is_empty() => {
-                // A round leaves; events may fold in before it is settled.
-                queue.take_due(clock, 8, &mut in_flight);
+            10 => answer_reads(&mut ports, &mut progress, &mut m, eoiu, clock),
+            11 | 12 if in_flight.is_none() => {
+                ports.held = progress.holds_writes();
+                progress.tick(&ports);
+                let takes = ports.take(clock, 8);
+                assert!(
+                    takes.is_empty() || !ports.held,
+                    "written before the warm reconcile"
+                );
+                for t in &takes {
+                    if let Some(row) = t.row {
+                        assert!(
+                            m.appl.contains(&t.port),
+                            "{} written while APPL_DB lacks it",
+                            t.port
+                        );
+                        assert_eq!(
+                            Some(row),
+                            m.alive(&t.port).map(|(_, s)| s),
+                            "not the kernel's latest word"
+                        );
+                    }
+                }
+                let takes = takes.into_iter().map(|t| (t, m.step)).collect();
+                in_flight = Some((takes, progress.outbox.take(clock, 8)));
             }
             _ => {
-                // The round's replies: each key acknowledged, refused or
-                // returned by the byte that follows.
                 let outcomes = input.byte().unwrap_or(0);
-                let taken = std::mem::take(&mut in_flight);
-                settle(
-                    &taken,
-                    &mut queue,
-                    &mut image,
-                    &mut redis,
-                    clock,
-                    outcomes,
-                    &mut |l| {
-                        note(&mut progress, &mut rows_landed, &mut refused, &l);
-                    },
+                if let Some((takes, outputs)) = in_flight.take() {
+                    settle(
+                        &mut ports,
+                        &mut progress,
+                        &mut m,
+                        takes,
+                        outputs,
+                        outcomes,
+                        clock,
+                    );
+                }
+            }
+        }
+        progress.tick(&ports);
+        m.check_notices(&config);
+    }
+
+    // Drain: every port configured, Redis takes everything, with time for
+    // every backoff and the warm timer to pass.
+    for p in PORTS {
+        let p = PortName::from(p);
+        m.appl.insert(p.clone());
+        ports.reconsider(&p);
+    }
+    if let Some((takes, outputs)) = in_flight.take() {
+        settle(&mut ports, &mut progress, &mut m, takes, outputs, 0, clock);
+    }
+    for _ in 0..64 {
+        clock += Duration::from_secs(31);
+        answer_reads(&mut ports, &mut progress, &mut m, eoiu, clock);
+        ports.held = progress.holds_writes();
+        progress.tick(&ports);
+        let takes: Vec<_> = ports
+            .take(clock, 8)
+            .into_iter()
+            .map(|t| (t, m.step))
+            .collect();
+        let outputs = progress.outbox.take(clock, 8);
+        if takes.is_empty() && outputs.is_empty() && ports.settled() && progress.outbox.idle() {
+            break;
+        }
+        settle(&mut ports, &mut progress, &mut m, takes, outputs, 0, clock);
+        progress.tick(&ports);
+        m.check_notices(&config);
+    }
+    assert!(
+        ports.settled() && progress.outbox.idle(),
+        "a write was never drained"
+    );
+    assert!(
+        m.owed.is_empty(),
+        "changes never written whole: {:?}",
+        m.owed
+    );
+    for (port, last) in &m.kernel {
+        match last {
+            Some((_, s)) => assert_eq!(
+                m.rows.get(port),
+                Some(&state_values(s)),
+                "{port}: lost a write"
+            ),
+            None => assert!(!m.rows.contains_key(port), "{port}: row not deleted"),
+        }
+    }
+    Exercised {
+        rows_compared: m.kernel.len(),
+        port_init_done: m.produced.iter().any(|k| k == b"PortInitDone"),
+    }
+}
+
+impl Model {
+    fn alive(&self, port: &PortName) -> Option<(u32, PortState)> {
+        self.kernel.get(port).copied().flatten()
+    }
+
+    /// The kernel's word for a port; a change is owed a whole-row write,
+    /// except while a warm restart collects (the reconcile decides then).
+    fn kernel_says(&mut self, port: &PortName, now: Option<(u32, PortState)>, collecting: bool) {
+        if let Some(seen) = &mut self.seen_in_dump {
+            seen.insert(port.clone());
+        }
+        let before = self.kernel.insert(port.clone(), now).flatten();
+        match now {
+            None => {
+                self.owed.remove(port);
+            }
+            Some(v) if before != Some(v) && !collecting => {
+                self.owed.entry(port.clone()).or_insert(self.step);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Alive ports the running dump did not report.
+    fn vanished(&mut self) -> Vec<PortName> {
+        let Some(seen) = self.seen_in_dump.take() else {
+            return Vec::new();
+        };
+        let mut gone: Vec<PortName> = self
+            .kernel
+            .iter()
+            .filter(|(p, k)| k.is_some() && !seen.contains(*p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        gone.sort();
+        gone
+    }
+
+    fn check_notices(&self, config: &[PortName]) {
+        if self.produced.iter().any(|k| k == b"PortInitDone") {
+            for port in config {
+                assert!(
+                    self.rows_landed.contains(port),
+                    "PortInitDone before {port}'s row"
                 );
             }
         }
-        progress.tick(&mut queue, clock);
-        check_progress(
-            &metrics,
-            &configured_in_config_db,
-            &rows_landed,
-            &refused,
-            &redis,
-        );
-        assert!(
-            queue.len() <= PORTS.len() + config_ports + 3,
-            "one slot per key"
-        );
+        if let Some(at) = self.produced.iter().position(|k| k == b"PortConfigDone") {
+            for port in config {
+                assert!(
+                    self.produced[..at].contains(&port.as_bytes().to_vec()),
+                    "PortConfigDone before {port}"
+                );
+            }
+        }
     }
+}
 
-    // Drain: every port configured, Redis takes everything.
-    for p in PORTS {
-        redis.configured.insert(PortName::from(p));
+/// The reads the data path makes between rounds: which ports APPL_DB has,
+/// and at a warm restart's EOIU (or timer) the rows compared with Redis.
+fn answer_reads(
+    ports: &mut Ports,
+    progress: &mut Progress,
+    m: &mut Model,
+    eoiu: bool,
+    now: Instant,
+) {
+    for port in ports.take_asks() {
+        ports.set_configured(&port, m.appl.contains(&port));
     }
-    // The round still in flight is answered first, then Redis takes
-    // whatever comes due, with time enough for every backoff to pass.
-    let mut taken = std::mem::take(&mut in_flight);
-    for _ in 0..64 {
-        settle(
-            &taken,
-            &mut queue,
-            &mut image,
-            &mut redis,
-            clock,
-            0,
-            &mut |l| {
-                note(&mut progress, &mut rows_landed, &mut refused, &l);
+    if let Some(by_timer) = progress.reconcile_due(eoiu, now) {
+        for (port, state) in ports.live_configured() {
+            let same = m.rows.get(&port) == Some(&state_values(&state));
+            if same {
+                m.rows_landed.insert(port.clone());
+            } else if m.appl.contains(&port) {
+                m.owed.entry(port.clone()).or_insert(m.step);
+            }
+            ports.verified(&port, same, true);
+        }
+        progress.restored(by_timer);
+    }
+}
+
+/// Redis answers a round: bit 7 of `outcomes` loses the whole round, bit i
+/// refuses the i-th port's write; the rest is done.
+fn settle(
+    ports: &mut Ports,
+    progress: &mut Progress,
+    m: &mut Model,
+    takes: Vec<(Take, u64)>,
+    outputs: Vec<Output>,
+    outcomes: u8,
+    now: Instant,
+) {
+    let lost = outcomes & 0x80 != 0;
+    for (i, (take, sent)) in takes.iter().enumerate() {
+        let outcome = if lost {
+            Outcome::Lost
+        } else if outcomes & (1 << (i % 7)) != 0 {
+            Outcome::Refused
+        } else {
+            Outcome::Done
+        };
+        if outcome == Outcome::Done {
+            if take.del {
+                m.rows.remove(&take.port);
+            }
+            if let Some(row) = take.row {
+                m.rows.insert(take.port.clone(), state_values(&row));
+                m.rows_landed.insert(take.port.clone());
+                if m.owed
+                    .get(&take.port)
+                    .is_some_and(|changed| changed <= sent)
+                {
+                    m.owed.remove(&take.port);
+                }
+            }
+        }
+        let (del, hset) = (
+            if take.del { outcome } else { Outcome::Done },
+            if take.row.is_some() {
+                outcome
+            } else {
+                Outcome::Done
             },
         );
-        progress.tick(&mut queue, clock);
-        if queue.is_empty() {
-            break;
-        }
-        clock += Duration::from_secs(31);
-        taken.clear();
-        queue.take_due(clock, 8, &mut taken);
-    }
-    assert!(queue.is_empty(), "a write was never drained");
-    for (port, last) in &truth {
-        let row = redis.rows.get(port);
-        match last {
-            Some(state) => assert_eq!(row, Some(&state_values(state)), "{port}: lost a write"),
-            None => assert!(row.is_none(), "{port}: row not deleted"),
+        ports.settle(take, del, hset, now);
+        if outcome == Outcome::Refused && ports.give_up_waiting(&take.port) {
+            m.rows_landed.insert(take.port.clone());
         }
     }
-    check_progress(
-        &metrics,
-        &configured_in_config_db,
-        &rows_landed,
-        &refused,
-        &redis,
-    );
-    Exercised {
-        rows_compared: truth.len(),
-        port_init_done: redis.produced.contains(&b"PortInitDone"[..]),
+    if lost {
+        progress.outbox.put_back(outputs, false, now);
+        return;
     }
-}
-
-fn note(
-    progress: &mut Progress,
-    rows_landed: &mut HashSet<PortName>,
-    refused: &mut HashSet<PortName>,
-    landed: &Landed,
-) {
-    match landed {
-        Landed::Row { port, .. } => {
-            rows_landed.insert(port.clone());
+    progress.outbox.landed(outputs.len());
+    for output in &outputs {
+        if let Output::Produce { key, .. } = output {
+            m.produced.push(key.clone());
         }
-        Landed::Refused {
-            key: Key::StatePort(port),
-            ..
-        } => {
-            refused.insert(port.clone());
-        }
-        _ => {}
-    }
-    progress.on_landed(landed);
-}
-
-fn check_progress(
-    metrics: &Metrics,
-    config: &HashSet<PortName>,
-    rows_landed: &HashSet<PortName>,
-    refused: &HashSet<PortName>,
-    redis: &ModelRedis,
-) {
-    if redis.produced.contains(&b"PortInitDone"[..]) || metrics.port_init_done.get() == 1 {
-        for port in config {
-            assert!(
-                rows_landed.contains(port) || refused.contains(port),
-                "PortInitDone before {port}'s row"
-            );
-        }
-    }
-    if redis.produced.contains(&b"PortConfigDone"[..]) {
-        for port in config {
-            assert!(
-                redis.produced.contains(port.as_bytes()),
-                "PortConfigDone before {port}"
-            );
-        }
-    }
-}
-
-/// Settles a round against the model: the writer's decisions (configured
-/// check, image diff, delete first) with the model's outcomes. Bit i of
-/// `outcomes` refuses the i-th key (bit 7 returns the whole round).
-fn settle(
-    taken: &[portsyncd::queue::Taken],
-    queue: &mut CoalescingQueue,
-    image: &mut StateImage,
-    redis: &mut ModelRedis,
-    now: Instant,
-    outcomes: u8,
-    landed: &mut dyn FnMut(Landed),
-) {
-    for (i, t) in taken.iter().enumerate() {
-        if outcomes & 0x80 != 0 {
-            queue.returned(t);
-            continue;
-        }
-        if outcomes & (1 << (i % 7)) != 0 {
-            let failures = queue.refused(t, now);
-            landed(Landed::Refused {
-                key: t.key.clone(),
-                failures,
-                error: "WRONGTYPE".into(),
-            });
-            continue;
-        }
-        match (&t.key, &t.op) {
-            (
-                Key::StatePort(port),
-                Op::Port {
-                    delete_first,
-                    set,
-                    full,
-                },
-            ) => {
-                if *delete_first {
-                    redis.rows.remove(port);
-                    image.deleted(port);
-                }
-                match set {
-                    Some(s) if redis.configured.contains(port) => {
-                        let values = state_values(s);
-                        let fields = image.changes(port, &values, *full || *delete_first);
-                        let row = redis.rows.entry(port.clone()).or_default();
-                        for &f in &fields {
-                            row[f] = values[f].clone();
-                        }
-                        image.written(port, &values, &fields);
-                        assert_eq!(STATE_FIELDS.len(), row.len());
-                        queue.acked(t);
-                        landed(Landed::Row {
-                            port: port.clone(),
-                            since: t.since,
-                            fields: fields.len(),
-                            oper_up: s.oper_up,
-                            admin_up: s.admin_up,
-                        });
-                    }
-                    Some(s) => queue.partly_done(
-                        t,
-                        Op::port_set(*s, *full),
-                        Some(now + Duration::from_millis(200)),
-                    ),
-                    None => queue.acked(t),
-                }
-            }
-            (Key::ApplPort(key), _) => {
-                redis.produced.insert(key.clone());
-                queue.acked(t);
-                landed(Landed::Appl(key.clone()));
-            }
-            (Key::StateHash(key), _) => {
-                queue.acked(t);
-                landed(Landed::StateHash(key.clone()));
-            }
-            _ => queue.acked(t),
-        }
+        progress.on_landed(output);
     }
 }
