@@ -112,7 +112,7 @@ impl Core {
             .redis_latency
             .observe(now.saturating_duration_since(round.sent).as_secs_f64());
         let mut landed = Vec::new();
-        let outcome = self.writer.settle(
+        self.writer.settle(
             round,
             reply,
             &mut self.ports,
@@ -123,24 +123,34 @@ impl Core {
         for l in landed {
             self.on_landed(l, now);
         }
-        if let Some(e) = outcome.error {
-            self.metrics.redis_error("io");
-            self.status.set_redis(Err(e));
-        } else if self.writer.connected() {
-            self.status.set_redis(Ok(()));
+        self.after_redis();
+        self.metrics
+            .redis_keys_failing
+            .set((self.ports.failing() + self.progress.outbox.failing()) as i64);
+        self.progress.tick(&self.ports);
+    }
+
+    /// What a round or a read says of Redis: its health, and after a
+    /// reconnect the repair (a re-dump, a row compare, a check for lost data).
+    fn after_redis(&mut self) {
+        match &self.writer.error {
+            Some(e) => {
+                if self.status.snapshot().redis.as_ref().err() != Some(e) {
+                    self.metrics.redis_error("io");
+                }
+                self.status.set_redis(Err(e.clone()));
+            }
+            None if self.writer.connected() => self.status.set_redis(Ok(())),
+            None => {}
         }
-        if outcome.reconnected_after_loss {
+        if std::mem::take(&mut self.writer.reconnected) {
             self.metrics.redis_reconnects.inc();
             info!(
-                "Redis is back and may have lost writes; re-dumping every link and comparing every row"
+                "Redis is back and may have lost writes; re-dumping every link to rewrite STATE_DB (every row is compared)"
             );
             self.redump();
             self.check_due = true;
         }
-        self.metrics
-            .redis_keys_failing
-            .set((self.ports.failing() + usize::from(self.progress.outbox.failing())) as i64);
-        self.progress.tick(&self.ports);
     }
 
     /// The reads that go between rounds, each raced against SIGTERM. A
@@ -151,7 +161,7 @@ impl Core {
         if self.events.due(now) && self.writer.connected() && self.events.subscribe(now).await {
             self.ports.reconsider_all();
         }
-        if self.io_retry_at.is_some_and(|t| t > now) || !self.writer.connected() {
+        if self.io_retry_at.is_some_and(|t| t > now) {
             return None;
         }
         let status = self.status.clone();
@@ -159,6 +169,7 @@ impl Core {
             r = self.reads(now) => r,
             () = status.stopping() => return None,
         };
+        self.after_redis();
         match done {
             Ok(exit) => exit,
             Err(e) => {
@@ -172,16 +183,13 @@ impl Core {
     async fn reads(&mut self, now: Instant) -> redis::RedisResult<Option<Exit>> {
         let asks = self.ports.take_asks();
         if !asks.is_empty() {
-            match self.writer.ask_configured(&asks).await {
+            match self.writer.ask_configured(&asks, now).await {
                 Ok(answers) => {
                     for (port, configured) in asks.iter().zip(answers) {
                         self.ports.set_configured(port, configured);
                     }
                 }
                 Err(e) => {
-                    for port in &asks {
-                        self.ports.reconsider(port);
-                    }
                     self.ports.ask_again(asks);
                     return Err(e);
                 }
@@ -193,11 +201,12 @@ impl Core {
         } else if self.verify && !self.progress.holds_writes() {
             self.compare_rows(false).await?;
         }
-        if std::mem::take(&mut self.check_due) {
+        if self.check_due {
             let missing = self
                 .writer
-                .check(&self.config_ports, self.progress.expects())
+                .check(&self.config_ports, self.progress.expects(), now)
                 .await?;
+            self.check_due = false;
             if !self.progress.repair(missing) {
                 warn!(
                     "Redis lost its data (restarted empty or flushed): publishing everything again as on a cold start"
@@ -217,7 +226,7 @@ impl Core {
     /// matching rows as written.
     async fn compare_rows(&mut self, reconcile: bool) -> redis::RedisResult<()> {
         let rows = self.ports.live_configured();
-        let matches = self.writer.rows_match(&rows).await?;
+        let matches = self.writer.rows_match(&rows, Instant::now()).await?;
         self.verify = false;
         for ((port, _), same) in rows.iter().zip(matches) {
             if same {
@@ -388,21 +397,37 @@ impl Core {
             } => {
                 self.metrics.redis_error("key_refused");
                 let retry_ms = crate::ports::refusal_delay(failures).as_millis() as u64;
-                warn!(port = %port, error, failures, retry_in_ms = retry_ms, "Redis refused a STATE_DB PORT_TABLE write; this port is retried on its own schedule, the others go on");
+                let key = format!("STATE_DB PORT_TABLE|{port}");
+                warn!(
+                    key,
+                    error,
+                    failures,
+                    retry_in_ms = retry_ms,
+                    "Redis refused a write; this port is retried on its own schedule, the others go on"
+                );
                 if self.ports.give_up_waiting(&port) {
                     warn!(port = %port, "PortInitDone will not wait for this port: Redis refuses its STATE_DB row");
                 }
             }
             Landed::OutputRefused { output, error } => {
                 self.metrics.redis_error("key_refused");
-                warn!(output = ?output, error, "Redis refused a start-up write; retried after a backoff");
+                let key = match &output {
+                    Output::Produce { key, .. } => {
+                        format!("APPL_DB PORT_TABLE:{}", String::from_utf8_lossy(key))
+                    }
+                    Output::Warm(_) => "STATE_DB WARM_RESTART_TABLE|portsyncd".into(),
+                };
+                warn!(
+                    key,
+                    error, "Redis refused a write; retried after a backoff, the others go on"
+                );
                 self.progress.on_refused(&output);
             }
         }
     }
 
     /// Nothing that can be written now is pending.
-    fn settled(&self) -> bool {
+    pub fn settled(&self) -> bool {
         self.ports.settled() && self.progress.outbox.idle()
     }
 
@@ -591,7 +616,10 @@ pub async fn run(
                 }
             }
             name = core.events.next() => match name {
-                Some(name) => core.ports.reconsider(&PortName::new(&name)),
+                Some(name) => {
+                    debug!(port = %String::from_utf8_lossy(&name), "APPL_DB PORT_TABLE entry changed; asking again");
+                    core.ports.reconsider(&PortName::new(&name));
+                }
                 None => warn!("the APPL_DB keyspace subscription ended; subscribing again"),
             },
             () = tokio::time::sleep_until(wake.into()) => {}

@@ -381,7 +381,10 @@ impl Ports {
                 _ => None,
             };
             if !p.del && row.is_none() {
-                continue; // waits for its configuration
+                // Waits for its configuration: no longer a key Redis refuses.
+                p.failures = 0;
+                p.retry_at = None;
+                continue;
             }
             let take = Take {
                 del: std::mem::take(&mut p.del),

@@ -57,51 +57,58 @@ pub enum Output {
     Warm(Fields),
 }
 
-/// Outputs waiting for a round, in the order they must be sent. A round
-/// takes them from the front; what did not land goes back to the front in
-/// its order.
+/// Outputs waiting for a round, in the order they are sent. What must
+/// follow something else is pushed only once that landed (see
+/// [`Progress::tick`]), so a refused output waits out its backoff without
+/// holding up the others.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    items: VecDeque<Output>,
+    /// Each output, with the time before which it may not be sent again.
+    items: VecDeque<(Output, Option<Instant>)>,
     in_flight: usize,
+    /// Refusals in a row, for the backoff.
     failures: u32,
-    retry_at: Option<Instant>,
 }
 
 impl Outbox {
     fn push(&mut self, output: Output) {
-        self.items.push_back(output);
+        self.items.push_back((output, None));
     }
 
-    /// Up to `max` outputs for a round, unless a refusal's backoff runs.
+    /// Up to `max` outputs that are due, in order.
     pub fn take(&mut self, now: Instant, max: usize) -> Vec<Output> {
-        if self.retry_at.is_some_and(|t| t > now) {
-            return Vec::new();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.items.len() && out.len() < max {
+            if self.items[i].1.is_none_or(|t| t <= now) {
+                out.extend(self.items.remove(i).map(|(o, _)| o));
+            } else {
+                i += 1;
+            }
         }
-        let n = max.min(self.items.len());
-        self.in_flight += n;
-        self.items.drain(..n).collect()
+        self.in_flight += out.len();
+        out
     }
 
-    /// What a round did not land goes back first in line; `refused`: after
-    /// a backoff (the whole outbox waits, so the order holds).
-    pub fn put_back(&mut self, outputs: Vec<Output>, refused: bool, now: Instant) {
+    /// Outputs a round did not land go back first in line, in their order;
+    /// a refused one (`true`) after a backoff.
+    pub fn put_back(&mut self, outputs: Vec<(Output, bool)>, now: Instant) {
         self.in_flight -= outputs.len();
-        for output in outputs.into_iter().rev() {
-            self.items.push_front(output);
-        }
+        let refused = outputs.iter().any(|(_, r)| *r);
         if refused {
             self.failures += 1;
-            self.retry_at = Some(now + refusal_delay(self.failures));
+        }
+        let delay = refusal_delay(self.failures);
+        for (output, r) in outputs.into_iter().rev() {
+            self.items.push_front((output, r.then(|| now + delay)));
         }
     }
 
     /// Outputs that landed.
     pub fn landed(&mut self, n: usize) {
         self.in_flight -= n;
-        if n > 0 && self.in_flight == 0 {
+        if n > 0 && self.items.iter().all(|(_, t)| t.is_none()) {
             self.failures = 0;
-            self.retry_at = None;
         }
     }
 
@@ -110,11 +117,12 @@ impl Outbox {
     }
 
     pub fn next_retry(&self) -> Option<Instant> {
-        self.retry_at.filter(|_| !self.items.is_empty())
+        self.items.iter().filter_map(|(_, t)| *t).min()
     }
 
-    pub fn failing(&self) -> bool {
-        self.failures > 0
+    /// Outputs Redis refused on their last try.
+    pub fn failing(&self) -> usize {
+        self.items.iter().filter(|(_, t)| t.is_some()).count()
     }
 }
 
@@ -146,8 +154,8 @@ enum Warm {
 /// What a periodic check found missing in Redis.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Missing {
-    /// Nothing the daemon gave APPL_DB is there any more.
-    pub appl_lost: bool,
+    /// Something the daemon gave APPL_DB (a notice, a port entry) is there.
+    pub appl_present: bool,
     pub config_done: bool,
     pub init_done: bool,
     pub warm_row: bool,
@@ -159,6 +167,10 @@ pub struct Progress {
     count: usize,
     /// Producer writes of ports not landed yet (cold start).
     producing: usize,
+    /// Something of ours was seen in APPL_DB (PortConfigDone landed, or a
+    /// check found our entries on a warm start): from then on, finding none
+    /// of it means APPL_DB lost its data.
+    appl_seen: bool,
     config_done: Notice,
     init_done: Notice,
     warm: Warm,
@@ -208,6 +220,7 @@ impl Progress {
             outbox,
             count,
             producing: if warm { 0 } else { count },
+            appl_seen: false,
             config_done: if warm {
                 Notice::Landed
             } else {
@@ -293,6 +306,7 @@ impl Progress {
         match output {
             Output::Produce { key, .. } if key == CONFIG_DONE => {
                 self.config_done = Notice::Landed;
+                self.appl_seen = true;
                 self.metrics.port_config_done.set(1);
                 info!(count = self.count, "PortConfigDone written to APPL_DB");
             }
@@ -396,20 +410,23 @@ impl Progress {
         }
     }
 
-    /// What the periodic check must look for: whether anything of ours is
-    /// in APPL_DB yet, and which notices landed.
-    pub fn expects(&self) -> (bool, bool, bool) {
-        let appl = self.config_done == Notice::Landed;
-        (appl, appl, self.init_done == Notice::Landed)
+    /// Which notices the periodic check must find: those this run wrote
+    /// (a warm start leaves PortConfigDone as it found it).
+    pub fn expects(&self) -> (bool, bool) {
+        (
+            self.warm == Warm::Off && self.config_done == Notice::Landed,
+            self.init_done == Notice::Landed,
+        )
     }
 
     /// Someone deleted one of our keys (not a lost database): write just
     /// that key again. Returns false when APPL_DB lost everything we gave
     /// it, which needs the whole start-up again.
     pub fn repair(&mut self, missing: Missing) -> bool {
-        if missing.appl_lost {
+        if self.appl_seen && !missing.appl_present {
             return false;
         }
+        self.appl_seen |= missing.appl_present;
         if missing.config_done && self.config_done == Notice::Landed {
             warn!("APPL_DB PORT_TABLE:PortConfigDone is gone; writing it again");
             self.config_done = Notice::Waiting;
@@ -504,15 +521,13 @@ mod tests {
         assert_eq!(p.status.phase(), Phase::Initialized);
         // One deleted notice is written again, alone.
         assert!(p.repair(Missing {
+            appl_present: true,
             config_done: true,
             ..Missing::default()
         }));
         p.tick(&ports);
         assert_eq!(land_all(&mut p), vec![CONFIG_DONE.to_vec()]);
-        assert!(!p.repair(Missing {
-            appl_lost: true,
-            ..Missing::default()
-        }));
+        assert!(!p.repair(Missing::default()), "APPL_DB holds none of it");
     }
 
     #[test]
@@ -552,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn outputs_that_did_not_land_go_back_first_in_their_order() {
+    fn refused_outputs_wait_out_a_backoff_in_their_order_and_hold_up_nobody() {
         let mut o = Outbox::default();
         for k in [b"a", b"b", b"c"] {
             o.push(Output::Produce {
@@ -562,8 +577,9 @@ mod tests {
         }
         let now = Instant::now();
         let first = o.take(now, 2);
-        o.put_back(first, true, now);
-        assert!(o.take(now, 3).is_empty(), "a refusal waits out its backoff");
+        o.put_back(first.into_iter().map(|x| (x, true)).collect(), now);
+        assert_eq!(o.take(now, 3).len(), 1, "only the one never refused goes");
+        o.landed(1);
         let all = o.take(now + Duration::from_secs(1), 3);
         let keys: Vec<_> = all
             .iter()
@@ -572,7 +588,7 @@ mod tests {
                 Output::Warm(_) => Vec::new(),
             })
             .collect();
-        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()], "in their order");
     }
 
     #[test]

@@ -84,11 +84,34 @@ impl DbLink {
         self.retry_at.is_none_or(|t| t <= now)
     }
 
-    fn conn(&self) -> RedisResult<MultiplexedConnection> {
-        self.conn
-            .clone()
-            .ok_or_else(|| RedisError::from((ErrorKind::Io, "not connected", self.db.name.clone())))
+    /// A connection came up: true when one had been lost (the caller
+    /// re-dumps, compares rows and checks for lost data).
+    fn up(&mut self, conn: MultiplexedConnection) -> bool {
+        if self.conn.is_none() {
+            info!(db = %self.db.name, "connected to Redis");
+        }
+        self.conn = Some(conn);
+        self.retry_at = None;
+        self.backoff.reset();
+        std::mem::take(&mut self.lost)
     }
+
+    /// The connection failed: keep every write, reconnect after a backoff.
+    /// Returns the error in an operator's words.
+    fn down(&mut self, e: &RedisError, access: &RedisAccess, now: Instant) -> String {
+        let error = explain(e, &self.db, access);
+        if self.conn.take().is_some() || !self.lost {
+            warn!(error, "lost Redis; keeping pending writes and reconnecting");
+        }
+        self.lost = true;
+        self.retry_at = Some(now + self.backoff.next_delay());
+        error
+    }
+}
+
+/// The error says the connection is gone, not that one command was refused.
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
 /// One side's replies: `None` when nothing was sent on it.
@@ -114,15 +137,6 @@ pub struct Round {
     pub sent: Instant,
 }
 
-/// How a round ended, as far as the caller must act.
-#[derive(Debug, Default)]
-pub struct RoundOutcome {
-    /// A connection came back after a loss: re-dump, verify and check.
-    pub reconnected_after_loss: bool,
-    /// Why a side failed, in an operator's words.
-    pub error: Option<String>,
-}
-
 pub struct Writer {
     state: DbLink,
     appl: DbLink,
@@ -132,6 +146,11 @@ pub struct Writer {
     warm_key: String,
     /// The APPL_DB script cache must be filled before the next EVALSHA.
     script_needed: bool,
+    /// A connection came back after a loss: the data path re-dumps,
+    /// compares rows and checks for lost data.
+    pub reconnected: bool,
+    /// Why Redis last failed, in an operator's words; `None` while it works.
+    pub error: Option<String>,
     /// Most ports in one round.
     pub batch_max: usize,
 }
@@ -148,6 +167,8 @@ impl Writer {
                 .key(warm_table::RESTART_TABLE, warm_table::APP_NAME),
             layout: layout.clone(),
             script_needed: true,
+            reconnected: false,
+            error: None,
             batch_max: 128,
         }
     }
@@ -259,10 +280,9 @@ impl Writer {
         outbox: &mut Outbox,
         now: Instant,
         landed: &mut Vec<Landed>,
-    ) -> RoundOutcome {
-        let mut outcome = RoundOutcome::default();
-        let state = self.side_back(false, reply.state, now, &mut outcome);
-        let appl = self.side_back(true, reply.appl, now, &mut outcome);
+    ) {
+        let state = self.side_back(false, reply.state, now);
+        let appl = self.side_back(true, reply.appl, now);
         if round.script_load && appl.is_some() {
             self.script_needed = false;
         }
@@ -273,7 +293,12 @@ impl Writer {
                     .err()
                     .map(|e| explain(e, &self.state.db, &self.access))
             });
-            let failures = ports.settle(&take, outcome_of(del_reply), outcome_of(hset_reply), now);
+            let failures = ports.settle(
+                &take,
+                outcome_of(del, del_reply),
+                outcome_of(hset, hset_reply),
+                now,
+            );
             if let Some(error) = error {
                 landed.push(Landed::RowRefused {
                     port: take.port.clone(),
@@ -295,7 +320,7 @@ impl Writer {
                 });
             }
         }
-        let (mut back, mut refused, mut done) = (Vec::new(), false, 0);
+        let (mut back, mut done) = (Vec::new(), 0);
         for (output, i) in round.outputs {
             let replies = if matches!(output, Output::Warm(_)) {
                 &state
@@ -312,10 +337,9 @@ impl Writer {
                         "Redis lost its script cache (restart or SCRIPT FLUSH); reloading the producer script"
                     );
                     self.script_needed = true;
-                    back.push(output);
+                    back.push((output, false));
                 }
                 Some(Err(e)) => {
-                    refused = true;
                     let db = if matches!(output, Output::Warm(_)) {
                         &self.state.db
                     } else {
@@ -326,14 +350,13 @@ impl Writer {
                         output: output.clone(),
                         error,
                     });
-                    back.push(output);
+                    back.push((output, true));
                 }
-                None => back.push(output),
+                None => back.push((output, false)),
             }
         }
         outbox.landed(done);
-        outbox.put_back(back, refused, now);
-        outcome
+        outbox.put_back(back, now);
     }
 
     /// Takes a side's reply; on a connection failure schedules the
@@ -344,7 +367,6 @@ impl Writer {
         appl: bool,
         reply: SideReply,
         now: Instant,
-        outcome: &mut RoundOutcome,
     ) -> Option<Vec<RedisResult<Value>>> {
         let link = if appl {
             &mut self.appl
@@ -353,44 +375,89 @@ impl Writer {
         };
         match reply.replies? {
             Ok(replies) => {
-                if link.conn.is_none() {
-                    info!(db = %link.db.name, "connected to Redis");
-                    outcome.reconnected_after_loss |= std::mem::take(&mut link.lost);
-                    self.script_needed |= appl;
+                if let Some(conn) = reply.conn {
+                    self.reconnected |= link.up(conn);
                 }
-                link.conn = reply.conn;
-                link.retry_at = None;
-                link.backoff.reset();
+                self.error = None;
                 Some(replies)
             }
             Err(e) => {
-                let error = explain(&e, &link.db, &self.access);
-                if link.conn.take().is_some() || !link.lost {
-                    warn!(error, "lost Redis; keeping pending writes and reconnecting");
-                }
-                link.lost = true;
-                link.retry_at = Some(now + link.backoff.next_delay());
+                self.error = Some(link.down(&e, &self.access, now));
                 self.script_needed |= appl;
-                outcome.error = Some(error);
                 None
             }
         }
     }
 
+    /// The side's connection for a read between rounds, connecting if there
+    /// is none and its backoff allows.
+    async fn open(&mut self, appl: bool, now: Instant) -> RedisResult<MultiplexedConnection> {
+        let link = if appl {
+            &mut self.appl
+        } else {
+            &mut self.state
+        };
+        if let Some(conn) = &link.conn {
+            return Ok(conn.clone());
+        }
+        if !link.usable(now) {
+            return Err(RedisError::from((
+                ErrorKind::Io,
+                "not connected",
+                link.db.name.clone(),
+            )));
+        }
+        match connect(&link.client).await {
+            Ok(conn) => {
+                self.reconnected |= link.up(conn.clone());
+                self.script_needed |= appl;
+                Ok(conn)
+            }
+            Err(e) => Err(self.failed(appl, e, now)),
+        }
+    }
+
+    /// A read between rounds failed: a broken connection is handled as a
+    /// round's would be.
+    fn failed(&mut self, appl: bool, e: RedisError, now: Instant) -> RedisError {
+        if is_connection_error(&e) {
+            let link = if appl {
+                &mut self.appl
+            } else {
+                &mut self.state
+            };
+            self.error = Some(link.down(&e, &self.access, now));
+            self.script_needed |= appl;
+        }
+        e
+    }
+
     /// Which of `ports` APPL_DB has now (consumed `PORT_TABLE:<port>`).
-    pub async fn ask_configured(&self, ports: &[PortName]) -> RedisResult<Vec<bool>> {
-        let mut conn = self.appl.conn()?;
-        crate::startup::in_chunks(&mut conn, ports, false, |pipe, port| {
-            pipe.exists(table_key(&self.layout.appl, PORT_TABLE, port.as_bytes()));
+    pub async fn ask_configured(
+        &mut self,
+        ports: &[PortName],
+        now: Instant,
+    ) -> RedisResult<Vec<bool>> {
+        let mut conn = self.open(true, now).await?;
+        let appl = &self.layout.appl;
+        let r = crate::startup::in_chunks(&mut conn, ports, false, |pipe, port| {
+            pipe.exists(table_key(appl, PORT_TABLE, port.as_bytes()));
         })
-        .await
+        .await;
+        r.map_err(|e| self.failed(true, e, now))
     }
 
     /// Whether each port's STATE_DB row holds exactly these four values.
-    pub async fn rows_match(&self, rows: &[(PortName, PortState)]) -> RedisResult<Vec<bool>> {
-        let mut conn = self.state.conn()?;
+    pub async fn rows_match(
+        &mut self,
+        rows: &[(PortName, PortState)],
+        now: Instant,
+    ) -> RedisResult<Vec<bool>> {
+        let mut conn = self.open(false, now).await?;
         let names: Vec<PortName> = rows.iter().map(|(p, _)| p.clone()).collect();
-        let held = crate::startup::read_state_rows(&mut conn, &self.layout, &names).await?;
+        let held = crate::startup::read_state_rows(&mut conn, &self.layout, &names)
+            .await
+            .map_err(|e| self.failed(false, e, now))?;
         Ok(rows
             .iter()
             .zip(held)
@@ -403,12 +470,13 @@ impl Writer {
     }
 
     /// What of ours Redis still holds: the notices, the CONFIG_DB ports'
-    /// APPL_DB entries and the warm-restart row. `expect`: whether anything
-    /// of ours should be in APPL_DB yet, and which notices landed.
+    /// APPL_DB entries and the warm-restart row. `expect`: which notices
+    /// landed.
     pub async fn check(
-        &self,
+        &mut self,
         config_ports: &[PortName],
-        expect: (bool, bool, bool),
+        expect: (bool, bool),
+        now: Instant,
     ) -> RedisResult<Missing> {
         let key = |name: &[u8]| table_key(&self.layout.appl, PORT_TABLE, name);
         let both = |name: &[u8]| {
@@ -425,16 +493,21 @@ impl Writer {
         pipe.exists(&all)
             .exists(&both(CONFIG_DONE)[..])
             .exists(&both(INIT_DONE)[..]);
-        let (ours, config_done, init_done): (u64, u64, u64) =
-            pipe.query_async(&mut self.appl.conn()?).await?;
+        let mut appl = self.open(true, now).await?;
+        let (ours, config_done, init_done): (u64, u64, u64) = pipe
+            .query_async(&mut appl)
+            .await
+            .map_err(|e| self.failed(true, e, now))?;
+        let mut state = self.open(false, now).await?;
         let warm: u64 = redis::cmd("EXISTS")
             .arg(&self.warm_key)
-            .query_async(&mut self.state.conn()?)
-            .await?;
+            .query_async(&mut state)
+            .await
+            .map_err(|e| self.failed(false, e, now))?;
         Ok(Missing {
-            appl_lost: expect.0 && ours == 0,
-            config_done: expect.1 && config_done == 0,
-            init_done: expect.2 && init_done == 0,
+            appl_present: ours > 0,
+            config_done: expect.0 && config_done == 0,
+            init_done: expect.1 && init_done == 0,
             warm_row: warm == 0,
         })
     }
@@ -449,8 +522,10 @@ fn reply_at(
     replies.as_ref()?.get(at?)
 }
 
-fn outcome_of(reply: Option<&RedisResult<Value>>) -> Outcome {
+/// How the command sent at `at` ended; one not sent is done.
+fn outcome_of(at: Option<usize>, reply: Option<&RedisResult<Value>>) -> Outcome {
     match reply {
+        _ if at.is_none() => Outcome::Done,
         Some(Ok(_)) => Outcome::Done,
         Some(Err(_)) => Outcome::Refused,
         None => Outcome::Lost,
@@ -518,4 +593,35 @@ async fn run_side(job: SideJob) -> SideReply {
 async fn run_round(state: SideJob, appl: SideJob) -> RoundReply {
     let (state, appl) = tokio::join!(run_side(state), run_side(appl));
     RoundReply { state, appl }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rounds that carry commands for one database only leave the other's
+    /// reconnect backoff as it was.
+    #[test]
+    fn a_side_with_nothing_to_send_keeps_its_backoff() {
+        let layout = crate::sonic::db_config::parse_layout(
+            crate::sonic::db_config::STOCK_LAYOUT,
+            std::path::Path::new("t.json"),
+        )
+        .unwrap();
+        let access = RedisAccess::default();
+        let clients = Clients::new(&layout, &access).unwrap();
+        let mut writer = Writer::new(&layout, &clients, &access);
+        let now = Instant::now();
+        let e = RedisError::from((ErrorKind::Io, "gone"));
+        writer.error = Some(writer.appl.down(&e, &access, now));
+        let retry = writer.appl.retry_at;
+        assert!(retry.is_some());
+        let nothing = SideReply {
+            conn: None,
+            replies: None,
+        };
+        assert!(writer.side_back(true, nothing, now).is_none());
+        assert_eq!(writer.appl.retry_at, retry, "the backoff was reset");
+        assert!(writer.appl.lost && writer.error.is_some());
+    }
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::monitor::Monitor;
 use common::*;
 
 /// What a cold start leaves in Redis, checked after the loss.
@@ -93,5 +94,138 @@ fn redis_restarted_empty_ends_as_a_cold_start() {
     // Link changes after the loss still land.
     bed.ns.set_mtu("Ethernet4", 9100);
     bed.redis.wait_state("Ethernet4", &[("mtu", "9100")]);
+    daemon.assert_alive();
+}
+
+/// SIGTERM right after Redis lost its data: the daemon exits 0, whether the
+/// loss was seen yet or not (it used to panic, exit 101, polling a
+/// shutdown it had already seen).
+#[test]
+fn sigterm_right_after_a_data_loss_exits_zero() {
+    for pause_ms in [0u64, 300, 700, 1100, 1500, 2500] {
+        let (bed, mut daemon) = synced(2);
+        redis::cmd("FLUSHALL").exec(&mut bed.redis.con(0)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+        let status = daemon.sigterm_and_wait(DEADLINE);
+        assert!(
+            status.success(),
+            "SIGTERM {pause_ms} ms after FLUSHALL: {status}; log:\n{}",
+            daemon.log()
+        );
+    }
+}
+
+/// One deleted key of ours is not a lost database: it is written again,
+/// alone. Nothing is replayed to orchagent, restore_count is kept.
+#[test]
+fn one_deleted_key_of_ours_is_written_again_and_nothing_else() {
+    let (bed, mut daemon) = synced(2);
+    // A warm restart, so that restore_count is 1 (a reset would show).
+    daemon.sigterm_and_wait(DEADLINE);
+    bed.redis.hset(
+        STATE_DB,
+        "WARM_RESTART_ENABLE_TABLE|swss",
+        &[("enable", "true")],
+    );
+    let mut daemon = bed.daemon();
+    wait_until(DEADLINE, "the warm restart reconciled", || {
+        bed.redis
+            .hget(STATE_DB, "WARM_RESTART_TABLE|portsyncd", "state")
+            == Some("reconciled".into())
+    });
+    let warm_row = bed.redis.hgetall(STATE_DB, "WARM_RESTART_TABLE|portsyncd");
+    assert_eq!(warm_row.get("restore_count").map(String::as_str), Some("1"));
+    let monitor = Monitor::start(&bed.redis);
+    let mut state = bed.redis.con(STATE_DB);
+    redis::cmd("DEL")
+        .arg("WARM_RESTART_TABLE|portsyncd")
+        .exec(&mut state)
+        .unwrap();
+    wait_until(
+        DEADLINE,
+        "WARM_RESTART_TABLE|portsyncd written again",
+        || bed.redis.hgetall(STATE_DB, "WARM_RESTART_TABLE|portsyncd") == warm_row,
+    );
+    // STATE_DB flushed alone: the rows and the warm row come back.
+    redis::cmd("FLUSHDB").exec(&mut state).unwrap();
+    bed.wait_all_match_kernel(DEADLINE, &bed.names());
+    wait_until(
+        DEADLINE,
+        "WARM_RESTART_TABLE|portsyncd after FLUSHDB",
+        || bed.redis.hgetall(STATE_DB, "WARM_RESTART_TABLE|portsyncd") == warm_row,
+    );
+    let replayed: Vec<_> = monitor
+        .writes()
+        .into_iter()
+        .filter(|(_, args)| {
+            args.iter()
+                .any(|a| a.starts_with("_PORT_TABLE:") || a.contains("PortConfigDone"))
+        })
+        .collect();
+    assert!(
+        replayed.is_empty(),
+        "replayed to APPL_DB: {replayed:?}\nlog:\n{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("Redis lost its data"),
+        "taken for a lost database"
+    );
+    daemon.assert_alive();
+}
+
+/// A cold run's PortConfigDone deleted by someone: written again, alone.
+#[test]
+fn a_deleted_port_config_done_is_written_again_alone() {
+    let (bed, mut daemon) = synced(2);
+    let monitor = Monitor::start(&bed.redis);
+    redis::cmd("DEL")
+        .arg("PORT_TABLE:PortConfigDone")
+        .exec(&mut bed.redis.con(APPL_DB))
+        .unwrap();
+    wait_until(DEADLINE, "PortConfigDone again", || {
+        bed.redis.exists(APPL_DB, "PORT_TABLE:PortConfigDone")
+    });
+    let ports: Vec<_> = monitor
+        .writes()
+        .into_iter()
+        .filter(|(_, args)| args.iter().any(|a| a.starts_with("_PORT_TABLE:Ethernet")))
+        .collect();
+    assert!(ports.is_empty(), "ports replayed: {ports:?}");
+    assert_eq!(
+        bed.redis
+            .hget(STATE_DB, "WARM_RESTART_TABLE|portsyncd", "restore_count"),
+        Some("0".into())
+    );
+    daemon.assert_alive();
+}
+
+/// After a real loss the daemon waits for CONFIG_DB: one line when it
+/// starts waiting and one when the ports are back, not one a second.
+#[test]
+fn waiting_for_config_db_after_a_loss_says_so_once() {
+    let (bed, mut daemon) = synced(2);
+    redis::cmd("FLUSHALL").exec(&mut bed.redis.con(0)).unwrap();
+    wait_until(DEADLINE, "the daemon to wait for CONFIG_DB", || {
+        daemon
+            .log()
+            .contains("waiting for CONFIG_DB to hold the ports again")
+    });
+    // Three of the old one-a-second lines' worth of waiting.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    bed.redis.configure_ports(&bed.names());
+    assert_cold_start_state(&bed, &daemon);
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("waiting for CONFIG_DB to hold the ports again")
+            .count(),
+        1,
+        "log:\n{log}"
+    );
+    assert_eq!(
+        log.matches("CONFIG_DB holds the ports again").count(),
+        1,
+        "log:\n{log}"
+    );
     daemon.assert_alive();
 }

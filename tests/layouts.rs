@@ -258,3 +258,33 @@ fn warm_reboot_keeps_other_daemons_rows_and_fields() {
     }
     daemon.assert_alive();
 }
+
+/// The multi-DB template with the instance of APPL_DB, or of STATE_DB,
+/// lacking `unix_socket_path`: the daemon names the database, the instance
+/// and the fix, and exits 1, as for CONFIG_DB's (it used to panic, 101).
+#[test]
+fn an_instance_without_a_socket_path_is_a_clear_error() {
+    let redis = RedisServer::start();
+    let socket = redis.socket().to_str().unwrap();
+    for (db, instance) in [("APPL_DB", "redis1"), ("STATE_DB", "redis_state")] {
+        let mut config: serde_json::Value = serde_json::from_str(MULTI_DB).unwrap();
+        for (_, inst) in config["INSTANCES"].as_object_mut().unwrap() {
+            inst["unix_socket_path"] = socket.into();
+        }
+        // The database on an instance of its own, with no socket path.
+        config["INSTANCES"][instance] = serde_json::json!({"hostname": "127.0.0.1", "port": 6399});
+        config["DATABASES"][db]["instance"] = instance.into();
+        let path = redis.dir().join(format!("no-socket-{db}.json"));
+        std::fs::write(&path, config.to_string()).unwrap();
+        let mut daemon = Daemon::start_here(&path, &[]);
+        let status = daemon.wait_exit(DEADLINE);
+        let log = daemon.log();
+        assert_eq!(status.code(), Some(1), "{db}: {status}; log:\n{log}");
+        for word in [db, instance, "unix_socket_path", "--redis-tcp"] {
+            assert!(
+                log.contains(word),
+                "{db}: the error does not say {word:?}:\n{log}"
+            );
+        }
+    }
+}

@@ -1,19 +1,21 @@
 //! The daemon's own ceiling: link messages recorded from the storm are fed
-//! straight into parse -> rules -> coalescing queue -> Redis writer, through
+//! straight into parse -> rules -> port records -> Redis rounds, through
 //! the crate's public API, with no kernel in the way. Its rate next to
 //! `redis-benchmark`'s says which of the two limits a storm.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use portsyncd::appl_events::ApplEvents;
 use portsyncd::data_path::Core;
 use portsyncd::metrics::Metrics;
 use portsyncd::port_name::PortName;
-use portsyncd::queue::CoalescingQueue;
-use portsyncd::sonic::connect::{client_for, connect};
+use portsyncd::ports::Ports;
+use portsyncd::sonic::connect::{Clients, RedisAccess, connect};
 use portsyncd::sonic::db_config::load_layout;
 use portsyncd::sonic::warm_table::WarmStart;
 use portsyncd::startup::StartupInputs;
+use portsyncd::status::Status;
 use portsyncd::sync::SyncRules;
 use portsyncd::warm_reconcile::Progress;
 use portsyncd::writer::Writer;
@@ -26,7 +28,7 @@ pub struct Saturation {
     pub feed_seconds: f64,
     /// Wall time from the first message to the last write acknowledged.
     pub seconds: f64,
-    /// Keys Redis acknowledged (fewer than messages: the queue coalesces).
+    /// Keys Redis acknowledged (fewer than messages: rounds fold changes).
     pub keys_written: u64,
     pub batches: u64,
 }
@@ -40,8 +42,8 @@ impl Saturation {
     }
 }
 
-/// Feeds every datagram through the data path's own `Core` (rules, queue,
-/// writer) on one thread, as the daemon's loop does: a round goes out when
+/// Feeds every datagram through the data path's own `Core` (rules, port
+/// records, writer) on one thread, as the daemon's loop does: a round goes out when
 /// none is in flight, and the next carries what arrived meanwhile.
 pub fn run(db_config: &Path, ports: &[String], datagrams: &[Vec<u8>]) -> Saturation {
     let layout = load_layout(db_config, None).expect("database_config.json");
@@ -50,41 +52,48 @@ pub fn run(db_config: &Path, ports: &[String], datagrams: &[Vec<u8>]) -> Saturat
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
-        let state = client_for(&layout.state, false).expect("Redis client");
-        let appl = client_for(&layout.appl, false).expect("Redis client");
-        let mut writer = Writer::new(&layout, state.clone(), appl.clone());
+        let access = RedisAccess::default();
+        let clients = Clients::new(&layout, &access).expect("Redis clients");
+        let mut writer = Writer::new(&layout, &clients, &access);
         writer.adopt(
-            connect(&state).await.expect("STATE_DB"),
-            connect(&appl).await.expect("APPL_DB"),
+            connect(&clients.state).await.expect("STATE_DB"),
+            connect(&clients.appl).await.expect("APPL_DB"),
         );
         // Rounds of 512 keys, as the daemon sent until it took 128 to keep
         // its start-up memory down: bigger rounds make this reference
         // faster (by a quarter, measured), so the ratio against it is not
         // flattered by the daemon's smaller rounds.
         writer.batch_max = 512;
-        // Steady state: every port configured, start-up over.
-        writer
-            .configured
-            .extend(ports.iter().map(|p| PortName::from(p.as_str())));
         let metrics = Metrics::new();
-        let mut queue = CoalescingQueue::new(65_536);
+        // Steady state: every port configured, no CONFIG_DB port awaited.
         let inputs = StartupInputs {
             dpu: false,
             warm: WarmStart {
-                warm: true,
-                restore_count: 1,
+                warm: false,
+                restore_count: 0,
             },
             ports: Vec::new(),
             reconcile_timer: None,
         };
-        let progress = Progress::start(
-            inputs,
-            "SATURATION".into(),
-            &mut queue,
+        let status = Status::default();
+        let (progress, _) =
+            Progress::start(inputs, status.clone(), metrics.clone(), Instant::now());
+        let names: Vec<PortName> = ports.iter().map(|p| PortName::from(p.as_str())).collect();
+        let mut records = Ports::new(names.iter().cloned(), 65_536);
+        records.take_asks();
+        for name in &names {
+            records.set_configured(name, true);
+        }
+        let mut core = Core::new(
+            SyncRules::new([]),
+            records,
+            writer,
+            progress,
+            ApplEvents::new(clients.appl.clone(), &layout.appl),
+            Vec::new(),
             metrics.clone(),
-            Instant::now(),
+            status,
         );
-        let mut core = Core::new(SyncRules::new([]), queue, writer, progress, metrics.clone());
 
         let started = Instant::now();
         let mut round = None;
@@ -98,7 +107,7 @@ pub fn run(db_config: &Path, ports: &[String], datagrams: &[Vec<u8>]) -> Saturat
             {
                 let _ = done;
                 let (done, _) = round.take().expect("just matched");
-                core.settle_round(done, reply).await;
+                core.settle_round(done, reply);
             }
         }
         let feed_seconds = started.elapsed().as_secs_f64();
@@ -107,14 +116,14 @@ pub fn run(db_config: &Path, ports: &[String], datagrams: &[Vec<u8>]) -> Saturat
                 round = core.plan_round(Instant::now());
             }
             let Some((done, future)) = round.take() else {
-                if core.queue.is_empty() {
+                if core.settled() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_micros(100)).await;
                 continue;
             };
             let reply = future.await;
-            core.settle_round(done, reply).await;
+            core.settle_round(done, reply);
         }
         let seconds = started.elapsed().as_secs_f64();
         Saturation {

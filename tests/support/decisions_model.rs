@@ -415,7 +415,9 @@ fn settle(
         }
     }
     if lost {
-        progress.outbox.put_back(outputs, false, now);
+        progress
+            .outbox
+            .put_back(outputs.into_iter().map(|o| (o, false)).collect(), now);
         return;
     }
     progress.outbox.landed(outputs.len());
