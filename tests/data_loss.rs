@@ -107,7 +107,7 @@ fn sigterm_right_after_a_data_loss_exits_zero() {
         let (bed, mut daemon) = synced(2);
         redis::cmd("FLUSHALL").exec(&mut bed.redis.con(0)).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(pause_ms));
-        bed.ns.set_down(&bed.names()[0]);
+        bed.ns.set_down(bed.names()[0]);
         let status = daemon.sigterm_and_wait(DEADLINE);
         assert!(
             status.success(),
