@@ -40,7 +40,7 @@ fn fixture_event() -> LinkEvent<'static> {
 
 /// Rules in steady state: every port seen alive once.
 fn running_rules(ports: &[String]) -> SyncRules {
-    let mut rules = SyncRules::new([]);
+    let rules = SyncRules::new([]);
     let mut event = fixture_event();
     for (i, port) in ports.iter().enumerate() {
         event.name = port.as_bytes();
@@ -70,7 +70,7 @@ fn parse_one_message(c: &mut Criterion) {
 
 fn rules_one_event(c: &mut Criterion) {
     let ports = port_names(512);
-    let mut rules = running_rules(&ports);
+    let rules = running_rules(&ports);
     let mut event = fixture_event();
     event.name = ports[100].as_bytes();
     event.ifindex = 110;
@@ -120,7 +120,11 @@ fn ports_under_storm(c: &mut Criterion) {
             |messages| {
                 let configured: Vec<PortName> =
                     names.iter().map(|p| PortName::from(p.as_str())).collect();
-                let mut ports = Ports::new(configured.iter().cloned(), 65_536);
+                let mut ports = Ports::new(
+                    configured.iter().cloned(),
+                    65_536,
+                    portsyncd::metrics::Metrics::new(),
+                );
                 ports.take_asks();
                 for p in &configured {
                     ports.set_configured(p, true);

@@ -17,9 +17,9 @@ use crate::appl_events::ApplEvents;
 use crate::metrics::Metrics;
 use crate::netlink::{LinkSocket, NetlinkItem, ParseStats, RecvOutcome, parse_datagram};
 use crate::port_name::PortName;
-use crate::ports::{PortGauges, Ports};
+use crate::ports::Ports;
 use crate::status::Status;
-use crate::sync::{Decision, PortState, SyncRules};
+use crate::sync::{Decision, SyncRules};
 use crate::systemd::IDLE_BEAT;
 use crate::warm_reconcile::{Output, Progress};
 use crate::writer::{Landed, Round, RoundFuture, Writer};
@@ -271,22 +271,16 @@ impl Core {
                         ifindex,
                         state,
                     } => {
-                        let change = self.ports.on_link(&port, ifindex, state, now);
-                        if !change.dirty {
+                        if !self.ports.on_link(port, ifindex, state, now) {
                             self.metrics.ignored("unchanged");
                             return;
                         }
                         self.metrics.link_events_processed.inc();
-                        debug!(link = %port, ifindex, admin_up = state.admin_up, oper_up = state.oper_up, mtu = state.mtu, "port link message");
-                        if change.flapped
-                            && let Some(g) = self.ports.gauges(&port, &self.metrics)
-                        {
-                            g.flaps.inc();
-                        }
+                        debug!(link = %String::from_utf8_lossy(port), ifindex, admin_up = state.admin_up, oper_up = state.oper_up, mtu = state.mtu, "port link message");
                     }
                     Decision::Delete { port } => {
                         self.metrics.link_events_processed.inc();
-                        self.ports.on_del(&port, now);
+                        self.ports.on_del(port, now);
                     }
                 }
             }
@@ -367,15 +361,9 @@ impl Core {
                     .observe(now.saturating_duration_since(since).as_secs_f64());
                 self.metrics.warm.state_rows_changed.inc();
                 self.metrics.redis_keys_written.inc();
-                if let Some(g) = self.ports.gauges(&port, &self.metrics) {
-                    g.show(&self.metrics, Some(state));
-                }
                 info!(port = %port, admin_status = updown(state.admin_up), netdev_oper_status = updown(state.oper_up), mtu = state.mtu, "published port state to STATE_DB");
             }
             Landed::Deleted { port, existed } => {
-                if let Some(g) = self.ports.gauges(&port, &self.metrics) {
-                    g.show(&self.metrics, None);
-                }
                 self.ports.forget_if_gone(&port);
                 self.metrics.redis_keys_written.inc();
                 if existed {
@@ -443,32 +431,6 @@ impl Core {
 
 fn updown(up: bool) -> &'static str {
     if up { "up" } else { "down" }
-}
-
-impl PortGauges {
-    /// Shows the row as written (`None`: deleted, the series go).
-    fn show(&mut self, metrics: &Metrics, row: Option<PortState>) {
-        match row {
-            Some(s) => {
-                let (oper, admin) = self.state.get_or_insert_with(|| {
-                    (
-                        metrics.port_oper_status.get_or_create(&self.labels).clone(),
-                        metrics
-                            .port_admin_status
-                            .get_or_create(&self.labels)
-                            .clone(),
-                    )
-                });
-                oper.set(i64::from(s.oper_up));
-                admin.set(i64::from(s.admin_up));
-            }
-            None => {
-                metrics.port_oper_status.remove(&self.labels);
-                metrics.port_admin_status.remove(&self.labels);
-                self.state = None;
-            }
-        }
-    }
 }
 
 /// During a storm the kernel hands link messages over one by one, tens of

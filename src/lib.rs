@@ -107,7 +107,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         writer.adopt(conns.state, conns.appl);
         let mut core = Core::new(
             SyncRules::new(old.iter().copied()),
-            Ports::new(config_ports.iter().cloned(), cli.queue_capacity as usize),
+            Ports::new(
+                config_ports.iter().cloned(),
+                cli.queue_capacity as usize,
+                metrics.clone(),
+            ),
             writer,
             progress,
             ApplEvents::new(clients.appl.clone(), &layout.appl),

@@ -3,10 +3,9 @@
 //! Redis keys and kernel netdev names are byte strings: a CONFIG_DB key or
 //! a netdev may hold bytes that are not UTF-8, and upstream (`std::string`)
 //! carries them through unchanged, so we do too. A name is shared, not
-//! copied: the interner hands out the same allocation for every message of
-//! the same port, so the hot path allocates nothing per event.
+//! copied: the port's record owns the one allocation, found by the message's
+//! bytes, so the hot path allocates nothing per event.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -27,6 +26,14 @@ impl PortName {
     /// a lossy rendering (the Redis key keeps the real bytes).
     pub fn lossy(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.0)
+    }
+}
+
+impl std::ops::Deref for PortName {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -54,33 +61,9 @@ impl From<&str> for PortName {
     }
 }
 
-/// Hands out one shared [`PortName`] per distinct name.
-#[derive(Default)]
-pub struct Interner(HashSet<PortName>);
-
-impl Interner {
-    pub fn intern(&mut self, bytes: &[u8]) -> PortName {
-        if let Some(name) = self.0.get(bytes) {
-            return name.clone();
-        }
-        let name = PortName::new(bytes);
-        self.0.insert(name.clone());
-        name
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn interning_shares_one_allocation_per_name() {
-        let mut interner = Interner::default();
-        let a = interner.intern(b"Ethernet0");
-        let b = interner.intern(b"Ethernet0");
-        assert!(Arc::ptr_eq(&a.0, &b.0));
-        assert_ne!(a, interner.intern(b"Ethernet4"));
-    }
 
     #[test]
     fn bytes_that_are_not_utf8_survive() {

@@ -81,23 +81,59 @@ struct Port {
     retry_at: Option<Instant>,
     /// Reported by the dump in progress.
     seen_in_dump: bool,
-    gauges: Option<PortGauges>,
+    /// Its metric series, looked up once so the hot path only does atomic
+    /// adds.
+    gauges: PortGauges,
 }
 
-/// A port's metric labels, flap counter and state gauges.
+/// A port's metric labels, flap counter and, while its row exists, the
+/// oper and admin status gauges.
 #[derive(Debug)]
-pub struct PortGauges {
-    pub labels: PortLabels,
-    pub flaps: Counter,
-    /// Oper and admin status, while the series exist (a deleted row's go).
-    pub state: Option<(Gauge, Gauge)>,
+struct PortGauges {
+    labels: PortLabels,
+    flaps: Counter,
+    state: Option<(Gauge, Gauge)>,
+}
+
+impl PortGauges {
+    fn new(name: &PortName, metrics: &Metrics) -> Self {
+        let labels = PortLabels {
+            port: name.to_string(),
+        };
+        PortGauges {
+            flaps: metrics.port_flaps.get_or_create(&labels).clone(),
+            labels,
+            state: None,
+        }
+    }
+
+    /// Shows the row as written (`None`: deleted, its series go).
+    fn show(&mut self, metrics: &Metrics, row: Option<PortState>) {
+        let Some(s) = row else {
+            metrics.port_oper_status.remove(&self.labels);
+            metrics.port_admin_status.remove(&self.labels);
+            self.state = None;
+            return;
+        };
+        let (oper, admin) = self.state.get_or_insert_with(|| {
+            (
+                metrics.port_oper_status.get_or_create(&self.labels).clone(),
+                metrics
+                    .port_admin_status
+                    .get_or_create(&self.labels)
+                    .clone(),
+            )
+        });
+        oper.set(i64::from(s.oper_up));
+        admin.set(i64::from(s.admin_up));
+    }
 }
 
 impl Port {
-    fn new(configured: Configured) -> Self {
+    fn new(gauges: PortGauges) -> Self {
         Port {
             kernel: None,
-            configured,
+            configured: Configured::Unknown,
             awaiting_init: false,
             dirty: false,
             del: false,
@@ -107,7 +143,7 @@ impl Port {
             failures: 0,
             retry_at: None,
             seen_in_dump: false,
-            gauges: None,
+            gauges,
         }
     }
 
@@ -119,16 +155,6 @@ impl Port {
     fn writable(&self) -> bool {
         self.dirty && self.configured == Configured::Yes && self.kernel.is_some()
     }
-}
-
-/// How a link message changed a port.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Change {
-    /// Any of the four values or the ifindex differs from the previous
-    /// message: the port is dirty.
-    pub dirty: bool,
-    /// Oper status differs from the previous message.
-    pub flapped: bool,
 }
 
 /// The records, the queue of dirty ports, and the ports whose
@@ -144,6 +170,7 @@ pub struct Ports {
     /// While a warm restart collects (until EOIU), nothing is written.
     pub held: bool,
     capacity: usize,
+    metrics: Metrics,
 }
 
 /// How long a port Redis refused waits before its next try: 100 ms
@@ -156,7 +183,11 @@ pub fn refusal_delay(failures: u32) -> Duration {
 impl Ports {
     /// Records for the CONFIG_DB ports, each awaited by PortInitDone; their
     /// configuration is asked in the first round.
-    pub fn new(config_ports: impl IntoIterator<Item = PortName>, capacity: usize) -> Self {
+    pub fn new(
+        config_ports: impl IntoIterator<Item = PortName>,
+        capacity: usize,
+        metrics: Metrics,
+    ) -> Self {
         let mut ports = Ports {
             records: HashMap::new(),
             queue: VecDeque::new(),
@@ -164,22 +195,29 @@ impl Ports {
             to_ask: Vec::new(),
             held: false,
             capacity: capacity.max(1),
+            metrics,
         };
         for name in config_ports {
-            ports.record(&name).awaiting_init = true;
+            ports.record(name.as_bytes()).1.awaiting_init = true;
         }
         ports
     }
 
-    /// The port's record, made (with its configuration to be asked) on
-    /// first sight.
-    fn record(&mut self, name: &PortName) -> &mut Port {
-        if !self.records.contains_key(name) {
-            self.to_ask.push(name.clone());
-            self.records
-                .insert(name.clone(), Port::new(Configured::Unknown));
-        }
-        self.records.get_mut(name).expect("inserted above")
+    /// The port's name and record, made (with its configuration to be
+    /// asked) on first sight; the name is the record's own, shared.
+    fn record(&mut self, name: &[u8]) -> (PortName, &mut Port) {
+        let name = match self.records.get_key_value(name) {
+            Some((known, _)) => known.clone(),
+            None => {
+                let new = PortName::new(name);
+                self.to_ask.push(new.clone());
+                let gauges = PortGauges::new(&new, &self.metrics);
+                self.records.insert(new.clone(), Port::new(gauges));
+                new
+            }
+        };
+        let port = self.records.get_mut(&name).expect("made above");
+        (name, port)
     }
 
     /// Puts the port in line if it has work and is not in line or in flight.
@@ -194,39 +232,34 @@ impl Ports {
         }
     }
 
-    /// RTM_NEWLINK: records the kernel's view; dirty when it differs from
-    /// the previous message's.
-    pub fn on_link(
-        &mut self,
-        name: &PortName,
-        ifindex: u32,
-        state: PortState,
-        now: Instant,
-    ) -> Change {
-        let p = self.record(name);
+    /// RTM_NEWLINK: records the kernel's view. True when any of the four
+    /// values or the ifindex differs from the previous message's: the port
+    /// is dirty.
+    pub fn on_link(&mut self, name: &[u8], ifindex: u32, state: PortState, now: Instant) -> bool {
+        let (name, p) = self.record(name);
         p.seen_in_dump = true;
         let before = p.kernel.replace((ifindex, state));
-        let change = Change {
-            dirty: before != Some((ifindex, state)),
-            flapped: before.is_some_and(|(_, s)| s.oper_up != state.oper_up),
-        };
-        if change.dirty {
+        if before.is_some_and(|(_, s)| s.oper_up != state.oper_up) {
+            p.gauges.flaps.inc();
+        }
+        let dirty = before != Some((ifindex, state));
+        if dirty {
             p.dirty = true;
             p.since.get_or_insert(now);
-            self.enqueue(name);
+            self.enqueue(&name);
         }
-        change
+        dirty
     }
 
     /// RTM_DELLINK (or a port a resync dump no longer shows): the row goes.
     /// Upstream deletes on RTM_DELLINK whatever APPL_DB says; so do we.
-    pub fn on_del(&mut self, name: &PortName, now: Instant) {
-        let p = self.record(name);
+    pub fn on_del(&mut self, name: &[u8], now: Instant) {
+        let (name, p) = self.record(name);
         p.kernel = None;
         p.dirty = false;
         p.del = true;
         p.since.get_or_insert(now);
-        self.enqueue(name);
+        self.enqueue(&name);
     }
 
     /// A dump starts: the ports it reports are marked as it goes.
@@ -297,22 +330,6 @@ impl Ports {
     /// The asking failed: ask these again later.
     pub fn ask_again(&mut self, names: Vec<PortName>) {
         self.to_ask.extend(names);
-    }
-
-    /// The port's metric handles, looked up once so the hot path only does
-    /// atomic adds.
-    pub fn gauges(&mut self, name: &PortName, metrics: &Metrics) -> Option<&mut PortGauges> {
-        let p = self.records.get_mut(name)?;
-        Some(p.gauges.get_or_insert_with(|| {
-            let labels = PortLabels {
-                port: name.to_string(),
-            };
-            PortGauges {
-                flaps: metrics.port_flaps.get_or_create(&labels).clone(),
-                labels,
-                state: None,
-            }
-        }))
     }
 
     /// Ports with a netdev that APPL_DB has, and the kernel's values: the
@@ -408,6 +425,12 @@ impl Ports {
             return 0;
         };
         p.in_flight = false;
+        if take.del && del == Outcome::Done {
+            p.gauges.show(&self.metrics, None);
+        }
+        if let Some(row) = take.row.filter(|_| hset == Outcome::Done) {
+            p.gauges.show(&self.metrics, Some(row));
+        }
         if take.del && del != Outcome::Done {
             p.del = true;
         }
@@ -522,7 +545,7 @@ mod tests {
 
     fn configured(name: &str) -> (Ports, PortName) {
         let name = PortName::from(name);
-        let mut ports = Ports::new([name.clone()], 64);
+        let mut ports = Ports::new([name.clone()], 64, Metrics::new());
         assert_eq!(ports.take_asks(), vec![name.clone()]);
         ports.set_configured(&name, true);
         (ports, name)
@@ -537,14 +560,14 @@ mod tests {
         ports.settle(&t[0], Outcome::Done, Outcome::Done, now);
         // down and up arrive before the next round: the end state equals
         // what Redis holds, and the port is written all the same.
-        assert!(ports.on_link(&p, 5, DOWN, now).dirty);
-        assert!(ports.on_link(&p, 5, UP, now).dirty);
+        assert!(ports.on_link(&p, 5, DOWN, now));
+        assert!(ports.on_link(&p, 5, UP, now));
         let t = ports.take(now, 8);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].row, Some(UP));
         // A message that changes nothing writes nothing.
         ports.settle(&t[0], Outcome::Done, Outcome::Done, now);
-        assert!(!ports.on_link(&p, 5, UP, now).dirty);
+        assert!(!ports.on_link(&p, 5, UP, now));
         assert!(ports.take(now, 8).is_empty());
     }
 

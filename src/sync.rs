@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 
 use crate::netlink::{LinkChange, LinkEvent};
-use crate::port_name::{Interner, PortName};
 
 /// Front-panel ports.
 pub const INTFS_PREFIX: &[u8] = b"Ethernet";
@@ -50,20 +49,20 @@ pub struct PortState {
     pub mtu: u32,
 }
 
-/// What the rules decided for one event.
+/// What the rules decided for one event; names borrow the message's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub enum Decision<'a> {
     Ignore(Ignored),
     /// RTM_NEWLINK of a port: the kernel's view of it (whether that is a
     /// change, and so a write, is the port record's to say).
     Set {
-        port: PortName,
+        port: &'a [u8],
         ifindex: u32,
         state: PortState,
     },
     /// RTM_DELLINK: delete STATE_DB `PORT_TABLE|port`.
     Delete {
-        port: PortName,
+        port: &'a [u8],
     },
 }
 
@@ -96,19 +95,17 @@ pub fn old_interfaces(mode: StartMode, present: &[(u32, Vec<u8>)]) -> Vec<(u32, 
 pub struct SyncRules {
     /// ifindexes of old interfaces.
     old: HashSet<u32>,
-    names: Interner,
 }
 
 impl SyncRules {
     pub fn new(old_ifindexes: impl IntoIterator<Item = u32>) -> Self {
         SyncRules {
             old: old_ifindexes.into_iter().collect(),
-            ..SyncRules::default()
         }
     }
 
     /// Applies the upstream rules to one event.
-    pub fn on_event(&mut self, ev: &LinkEvent) -> Decision {
+    pub fn on_event<'a>(&self, ev: &LinkEvent<'a>) -> Decision<'a> {
         // Rule 1: only front-panel ports and LAGs.
         if !ev.name.starts_with(INTFS_PREFIX) && !ev.name.starts_with(LAG_PREFIX) {
             return Decision::Ignore(Ignored::NotAPort);
@@ -125,7 +122,7 @@ impl SyncRules {
         if self.old.contains(&ev.ifindex) {
             return Decision::Ignore(Ignored::OldInterface);
         }
-        let port = self.names.intern(ev.name);
+        let port = ev.name;
         match ev.change {
             LinkChange::Del => Decision::Delete { port },
             LinkChange::New => Decision::Set {
@@ -192,7 +189,7 @@ mod tests {
 
     #[test]
     fn only_ethernet_and_portchannel_names_count() {
-        let mut rules = SyncRules::new([]);
+        let rules = SyncRules::new([]);
         for name in ["eth0", "lo", "peer0", "Bridge", "Vlan1000", "docker0"] {
             assert_eq!(
                 rules.on_event(&new(5, name)),
@@ -206,7 +203,7 @@ mod tests {
 
     #[test]
     fn team_links_are_left_to_teamsyncd() {
-        let mut rules = SyncRules::new([]);
+        let rules = SyncRules::new([]);
         let mut ev = new(9, "PortChannel0001");
         ev.kind = Some(b"team");
         assert_eq!(rules.on_event(&ev), Decision::Ignore(Ignored::TeamLink));
@@ -214,7 +211,7 @@ mod tests {
 
     #[test]
     fn dellink_with_a_master_is_ignored_but_newlink_with_one_is_not() {
-        let mut rules = SyncRules::new([]);
+        let rules = SyncRules::new([]);
         let mut del = link(LinkChange::Del, 9, "Ethernet0");
         del.master = Some(3);
         assert_eq!(
@@ -247,7 +244,7 @@ mod tests {
 
     #[test]
     fn an_old_ifindex_is_ignored_for_good_and_a_recreated_netdev_is_a_port() {
-        let mut rules = SyncRules::new([10]);
+        let rules = SyncRules::new([10]);
         assert_eq!(
             rules.on_event(&new(10, "Ethernet0")),
             Decision::Ignore(Ignored::OldInterface)
@@ -264,7 +261,7 @@ mod tests {
 
     #[test]
     fn newlink_carries_the_netdev_state() {
-        let mut rules = SyncRules::new([]);
+        let rules = SyncRules::new([]);
         let Decision::Set {
             port,
             ifindex,
@@ -273,7 +270,7 @@ mod tests {
         else {
             panic!("expected a write");
         };
-        assert_eq!((port, ifindex), (PortName::from("Ethernet4"), 4));
+        assert_eq!((port, ifindex), (&b"Ethernet4"[..], 4));
         assert_eq!(
             state_values(&state),
             [
@@ -287,19 +284,17 @@ mod tests {
 
     #[test]
     fn dellink_deletes_the_row() {
-        let mut rules = SyncRules::new([]);
+        let rules = SyncRules::new([]);
         rules.on_event(&new(4, "Ethernet4"));
         assert_eq!(
             rules.on_event(&link(LinkChange::Del, 4, "Ethernet4")),
-            Decision::Delete {
-                port: PortName::from("Ethernet4")
-            }
+            Decision::Delete { port: b"Ethernet4" }
         );
     }
 
     #[test]
     fn names_that_are_not_utf8_are_ports_too() {
-        let mut rules = SyncRules::new([]);
+        let rules = SyncRules::new([]);
         let mut ev = new(3, "x");
         ev.name = b"Ethernet\xff";
         assert!(is_set(&rules.on_event(&ev)));

@@ -502,7 +502,7 @@ mod tests {
             Metrics::new(),
             now,
         );
-        let mut ports = Ports::new(names.clone(), 64);
+        let mut ports = Ports::new(names.clone(), 64, Metrics::new());
         p.tick(&ports);
         assert_eq!(
             land_all(&mut p),
@@ -540,7 +540,7 @@ mod tests {
             metrics.clone(),
             now,
         );
-        let ports = Ports::new(names, 64);
+        let ports = Ports::new(names, 64, Metrics::new());
         assert!(p.outbox.idle(), "no producer writes on a warm start");
         assert!(p.holds_writes());
         assert_eq!(p.reconcile_due(false, now), None);

@@ -79,7 +79,7 @@ pub fn run(db_config: &Path, ports: &[String], datagrams: &[Vec<u8>]) -> Saturat
         let (progress, _) =
             Progress::start(inputs, status.clone(), metrics.clone(), Instant::now());
         let names: Vec<PortName> = ports.iter().map(|p| PortName::from(p.as_str())).collect();
-        let mut records = Ports::new(names.iter().cloned(), 65_536);
+        let mut records = Ports::new(names.iter().cloned(), 65_536, metrics.clone());
         records.take_asks();
         for name in &names {
             records.set_configured(name, true);

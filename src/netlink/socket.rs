@@ -13,6 +13,7 @@ use netlink_packet_core::{
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkFlags, LinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use socket2::{SockFilter, SockRef};
 
 use super::parse::{NetlinkItem, ParseStats, parse_datagram};
 
@@ -79,19 +80,19 @@ impl LinkSocket {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
-        let size = libc::c_int::try_from(rcvbuf).unwrap_or(libc::c_int::MAX);
-        if set_int_option(&socket, libc::SO_RCVBUFFORCE, size).is_err() {
-            set_int_option(&socket, libc::SO_RCVBUF, size)?;
+        let options = SockRef::from(&socket);
+        if force_receive_buffer(&socket, rcvbuf).is_err() {
+            options.set_recv_buffer_size(rcvbuf)?;
         }
-        let granted = get_int_option(&socket, libc::SO_RCVBUF)?;
+        let granted_rcvbuf = options.recv_buffer_size()?;
+        options.set_read_timeout(Some(crate::systemd::IDLE_BEAT))?;
         socket.add_membership(libc::RTNLGRP_LINK)?;
-        set_receive_timeout(&socket, crate::systemd::IDLE_BEAT)?;
         Ok(LinkSocket {
             socket,
             buffer: vec![0; DATAGRAM_SPACE * DATAGRAMS_PER_RECEIVE],
             lengths: Vec::with_capacity(DATAGRAMS_PER_RECEIVE),
             next_seq: 1,
-            granted_rcvbuf: usize::try_from(granted).unwrap_or(0),
+            granted_rcvbuf,
         })
     }
 
@@ -124,13 +125,7 @@ impl LinkSocket {
             bpf_stmt(libc::BPF_RET | libc::BPF_K, u32::MAX), // keep all of it
             bpf_stmt(libc::BPF_RET | libc::BPF_K, 0),        // drop
         ];
-        let fprog = libc::sock_fprog {
-            len: program.len() as u16,
-            filter: program.as_ptr().cast_mut(),
-        };
-        // `fprog` points into `program`, which outlives the call; the kernel
-        // copies the program.
-        set_option(&self.socket, libc::SO_ATTACH_FILTER, &fprog)
+        SockRef::from(&self.socket).attach_filter(&program)
     }
 
     /// Makes [`recv`](Self::recv) return [`RecvOutcome::Idle`] at once when
@@ -214,22 +209,12 @@ impl LinkSocket {
     }
 }
 
-fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    }
+fn bpf_stmt(code: u32, k: u32) -> SockFilter {
+    SockFilter::new(code as u16, 0, 0, k)
 }
 
-fn bpf_jump(op: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter {
-        code: (libc::BPF_JMP | op | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    }
+fn bpf_jump(op: u32, k: u32, jt: u8, jf: u8) -> SockFilter {
+    SockFilter::new((libc::BPF_JMP | op | libc::BPF_K) as u16, jt, jf, k)
 }
 
 impl AsRawFd for LinkSocket {
@@ -301,56 +286,23 @@ fn send(socket: &Socket, header: NetlinkHeader, msg: RouteNetlinkMessage) -> io:
     Ok(())
 }
 
-/// SO_RCVTIMEO: a blocking receive returns EAGAIN after `timeout`.
-fn set_receive_timeout(socket: &Socket, timeout: std::time::Duration) -> io::Result<()> {
-    let value = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    set_option(socket, libc::SO_RCVTIMEO, &value)
-}
-
-fn set_int_option(socket: &Socket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    set_option(socket, option, &value)
-}
-
-/// setsockopt(SOL_SOCKET, `option`) with a plain-data value (c_int, timeval).
-fn set_option<T: Copy>(socket: &Socket, option: libc::c_int, value: &T) -> io::Result<()> {
+/// SO_RCVBUFFORCE (needs CAP_NET_ADMIN; not among socket2's options).
+fn force_receive_buffer(socket: &Socket, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     // SAFETY: the fd is a live socket owned by `socket`; we pass a pointer
-    // to a `T` that outlives the call, with its exact size; callers pass
-    // the type the kernel expects for `option`.
+    // to a c_int that outlives the call, with its exact size, as the kernel
+    // expects for SO_RCVBUFFORCE.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            option,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
+            libc::SO_RCVBUFFORCE,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     if rc == 0 {
         Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn get_int_option(socket: &Socket, option: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: the fd is a live socket owned by `socket`; `value` and `len`
-    // are valid for writes and `len` holds the size of `value`.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        Ok(value)
     } else {
         Err(io::Error::last_os_error())
     }

@@ -107,8 +107,8 @@ pub fn run(data: &[u8]) -> Exercised {
         reconcile_timer: None,
     };
     let (mut progress, names) = Progress::start(inputs, Status::default(), Metrics::new(), clock);
-    let mut ports = Ports::new(names, 64);
-    let mut rules = SyncRules::new(old.iter().copied());
+    let mut ports = Ports::new(names, 64, Metrics::new());
+    let rules = SyncRules::new(old.iter().copied());
     let mut m = Model::default();
     let mut in_flight: Option<InFlight> = None;
     let mut eoiu = false;
@@ -150,9 +150,9 @@ pub fn run(data: &[u8]) -> Exercised {
                 m.kernel_says(&port, (!del).then_some((ifindex, state)), warm && !eoiu);
                 match decision {
                     Decision::Set { port: p, .. } => {
-                        ports.on_link(&p, ifindex, state, clock);
+                        ports.on_link(p, ifindex, state, clock);
                     }
-                    Decision::Delete { port: p } => ports.on_del(&p, clock),
+                    Decision::Delete { port: p } => ports.on_del(p, clock),
                     Decision::Ignore(why) => panic!("{name} ignored: {why:?}"),
                 }
             }
