@@ -22,7 +22,7 @@ use crate::status::Status;
 use crate::sync::{Decision, SyncRules};
 use crate::systemd::IDLE_BEAT;
 use crate::warm_reconcile::{Output, Progress};
-use crate::writer::{Landed, Round, RoundFuture, Writer};
+use crate::writer::{Landed, Round, RoundFuture, RoundReply, Writer};
 
 /// Why the loop ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -105,7 +105,7 @@ impl Core {
     }
 
     /// Settles a round's replies.
-    pub fn settle_round(&mut self, round: Round, reply: crate::writer::RoundReply) {
+    pub fn settle_round(&mut self, round: Round, reply: RoundReply) {
         let now = Instant::now();
         self.metrics.redis_batches.inc();
         self.metrics
@@ -153,34 +153,43 @@ impl Core {
         }
     }
 
-    /// The reads that go between rounds, each raced against SIGTERM. A
-    /// failed read is tried again after a second. `Some(DataLost)` when
-    /// APPL_DB lost what the daemon gave it.
-    async fn between_rounds(&mut self, socket: &mut LinkSocket, now: Instant) -> Option<Exit> {
-        self.start_dump_if_wanted(socket);
-        if self.events.due(now) && self.writer.connected() && self.events.subscribe(now).await {
-            self.ports.reconsider_all();
-        }
-        if self.io_retry_at.is_some_and(|t| t > now) {
+    /// What goes between rounds: connections that are down are opened
+    /// again; unless stopping, the reads (raced against SIGTERM; a failed
+    /// one is tried again after a second). `Some(DataLost)` when APPL_DB
+    /// lost what the daemon gave it.
+    async fn between_rounds(
+        &mut self,
+        socket: &mut LinkSocket,
+        now: Instant,
+        stopping: Option<Instant>,
+    ) -> Option<Exit> {
+        if let Some(deadline) = stopping {
+            let _ = tokio::time::timeout_at(deadline.into(), self.writer.reconnect(now)).await;
+            self.after_redis();
             return None;
         }
+        self.start_dump_if_wanted(socket);
         let status = self.status.clone();
         let done = tokio::select! {
             r = self.reads(now) => r,
             () = status.stopping() => return None,
         };
         self.after_redis();
-        match done {
-            Ok(exit) => exit,
-            Err(e) => {
-                debug!(error = %e, "a read between rounds failed; trying again in a second");
-                self.io_retry_at = Some(now + IDLE_BEAT);
-                None
-            }
-        }
+        done.unwrap_or_else(|e| {
+            debug!(error = %e, "a read between rounds failed; trying again in a second");
+            self.io_retry_at = Some(now + IDLE_BEAT);
+            None
+        })
     }
 
     async fn reads(&mut self, now: Instant) -> redis::RedisResult<Option<Exit>> {
+        self.writer.reconnect(now).await;
+        if self.events.due(now) && self.writer.connected() && self.events.subscribe(now).await {
+            self.ports.reconsider_all();
+        }
+        if self.io_retry_at.is_some_and(|t| t > now) || !self.writer.connected() {
+            return Ok(None);
+        }
         let asks = self.ports.take_asks();
         if !asks.is_empty() {
             match self.writer.ask_configured(&asks, now).await {
@@ -488,9 +497,8 @@ pub async fn run(
             next_tick = now + IDLE_BEAT;
             core.report();
         }
-        if stopping.is_none()
-            && round.is_none()
-            && let Some(exit) = core.between_rounds(socket.get_mut(), now).await
+        if round.is_none()
+            && let Some(exit) = core.between_rounds(socket.get_mut(), now, stopping).await
         {
             return exit;
         }

@@ -6,10 +6,10 @@
 //! `HSET` of all four fields, plain commands on the STATE_DB connection;
 //! APPL_DB gets the producer script on its own connection. Nothing assumes
 //! the two share a server. A refused command sets back its port alone; a
-//! broken connection keeps every write and reconnects with capped,
-//! jittered backoff. Outside rounds the data path reads through the same
-//! connections: which ports APPL_DB has, the rows a verify compares, and
-//! whether our keys are still there.
+//! broken connection keeps every write and is opened again, between rounds,
+//! after a capped, jittered backoff. Between rounds the data path also reads
+//! through these connections: which ports APPL_DB has, the rows a verify
+//! compares, and whether our keys are still there.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,22 +55,22 @@ pub enum Landed {
     },
 }
 
-/// One database connection of the data path. The connection is shared
-/// (multiplexed): a round's future holds a clone while the loop reads on.
-struct DbLink {
+/// One database's connection. It is multiplexed: a round's future holds a
+/// clone while the loop reads on through another.
+struct Link {
     client: Client,
     db: Database,
     conn: Option<MultiplexedConnection>,
     backoff: Backoff,
     /// No reconnect attempt before this.
     retry_at: Option<Instant>,
-    /// A connection was lost: the next one asks for a re-dump and a check.
+    /// A connection was lost since the last one came up.
     lost: bool,
 }
 
-impl DbLink {
+impl Link {
     fn new(client: Client, db: &Database) -> Self {
-        DbLink {
+        Link {
             client,
             db: db.clone(),
             conn: None,
@@ -78,22 +78,6 @@ impl DbLink {
             retry_at: None,
             lost: false,
         }
-    }
-
-    fn usable(&self, now: Instant) -> bool {
-        self.retry_at.is_none_or(|t| t <= now)
-    }
-
-    /// A connection came up: true when one had been lost (the caller
-    /// re-dumps, compares rows and checks for lost data).
-    fn up(&mut self, conn: MultiplexedConnection) -> bool {
-        if self.conn.is_none() {
-            info!(db = %self.db.name, "connected to Redis");
-        }
-        self.conn = Some(conn);
-        self.retry_at = None;
-        self.backoff.reset();
-        std::mem::take(&mut self.lost)
     }
 
     /// The connection failed: keep every write, reconnect after a backoff.
@@ -107,6 +91,12 @@ impl DbLink {
         self.retry_at = Some(now + self.backoff.next_delay());
         error
     }
+
+    fn conn(&self) -> RedisResult<MultiplexedConnection> {
+        self.conn
+            .clone()
+            .ok_or_else(|| RedisError::from((ErrorKind::Io, "not connected", self.db.name.clone())))
+    }
 }
 
 /// The error says the connection is gone, not that one command was refused.
@@ -114,16 +104,10 @@ fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
-/// One side's replies: `None` when nothing was sent on it.
-pub struct SideReply {
-    conn: Option<MultiplexedConnection>,
-    replies: Option<RedisResult<Vec<RedisResult<Value>>>>,
-}
+type Replies = RedisResult<Vec<RedisResult<Value>>>;
 
-pub struct RoundReply {
-    state: SideReply,
-    appl: SideReply,
-}
+/// Each side's replies; `None` for a side that sent nothing.
+pub type RoundReply = (Option<Replies>, Option<Replies>);
 
 pub type RoundFuture = Pin<Box<dyn Future<Output = RoundReply> + Send>>;
 
@@ -138,8 +122,8 @@ pub struct Round {
 }
 
 pub struct Writer {
-    state: DbLink,
-    appl: DbLink,
+    state: Link,
+    appl: Link,
     access: RedisAccess,
     layout: DbLayout,
     producer: Producer,
@@ -158,8 +142,8 @@ pub struct Writer {
 impl Writer {
     pub fn new(layout: &DbLayout, clients: &Clients, access: &RedisAccess) -> Self {
         Writer {
-            state: DbLink::new(clients.state.clone(), &layout.state),
-            appl: DbLink::new(clients.appl.clone(), &layout.appl),
+            state: Link::new(clients.state.clone(), &layout.state),
+            appl: Link::new(clients.appl.clone(), &layout.appl),
             access: access.clone(),
             producer: Producer::new(&layout.appl),
             warm_key: layout
@@ -177,14 +161,14 @@ impl Writer {
     pub fn adopt(&mut self, state: MultiplexedConnection, appl: MultiplexedConnection) {
         self.state.conn = Some(state);
         self.appl.conn = Some(appl);
-        self.script_needed = true;
     }
 
     /// The earliest moment a reconnect may be tried, if one waits.
     pub fn retry_at(&self) -> Option<Instant> {
-        [self.state.retry_at, self.appl.retry_at]
-            .into_iter()
-            .flatten()
+        [&self.state, &self.appl]
+            .iter()
+            .filter(|l| l.conn.is_none())
+            .filter_map(|l| l.retry_at)
             .min()
     }
 
@@ -192,21 +176,47 @@ impl Writer {
         self.state.conn.is_some() && self.appl.conn.is_some()
     }
 
-    /// Builds the next round from the dirty ports and the outbox; `None`
-    /// when there is nothing to send.
+    /// Opens the connections that are down, as their backoff allows.
+    pub async fn reconnect(&mut self, now: Instant) {
+        for appl in [false, true] {
+            let link = if appl {
+                &mut self.appl
+            } else {
+                &mut self.state
+            };
+            if link.conn.is_some() || link.retry_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            match connect(&link.client).await {
+                Ok(conn) => {
+                    info!(db = %link.db.name, "connected to Redis");
+                    link.conn = Some(conn);
+                    link.retry_at = None;
+                    link.backoff.reset();
+                    self.reconnected |= std::mem::take(&mut link.lost);
+                    self.script_needed |= appl;
+                    self.error = None;
+                }
+                Err(e) => self.error = Some(link.down(&e, &self.access, now)),
+            }
+        }
+    }
+
+    /// Builds the next round from the dirty ports and the outbox, on the
+    /// connections that are up; `None` when there is nothing to send.
     pub fn plan(
         &mut self,
         ports: &mut Ports,
         outbox: &mut Outbox,
         now: Instant,
     ) -> Option<(Round, RoundFuture)> {
-        let (state_up, appl_up) = (self.state.usable(now), self.appl.usable(now));
+        let (state_up, appl_up) = (self.state.conn.is_some(), self.appl.conn.is_some());
         let takes = if state_up {
             ports.take(now, self.batch_max)
         } else {
             Vec::new()
         };
-        // Outputs go in order: only when both sides may be used.
+        // Outputs go in their order: only when both sides are up.
         let outputs = if state_up && appl_up {
             outbox.take(now, self.batch_max)
         } else {
@@ -228,13 +238,13 @@ impl Writer {
             at(&mut n_appl);
         }
         let mut round = Round {
-            ports: Vec::with_capacity(takes.len()),
-            outputs: Vec::with_capacity(outputs.len()),
+            ports: Vec::new(),
+            outputs: Vec::new(),
             script_load,
             sent: now,
         };
         for take in takes {
-            let key = table_key(&self.layout.state, PORT_TABLE, take.port.as_bytes());
+            let key = table_key(&self.layout.state, PORT_TABLE, &take.port);
             let del = take.del.then(|| {
                 state.cmd("DEL").arg(&key);
                 at(&mut n_state)
@@ -255,51 +265,59 @@ impl Writer {
                     at(&mut n_appl)
                 }
                 Output::Warm(fields) => {
-                    let cmd = state.cmd("HSET").arg(&self.warm_key);
-                    for (f, v) in fields {
-                        cmd.arg(f).arg(v);
-                    }
+                    state.cmd("HSET").arg(&self.warm_key).arg(fields);
                     at(&mut n_state)
                 }
             };
             round.outputs.push((output, i));
         }
-        let future = Box::pin(run_round(
-            side(&self.state, state, n_state),
-            side(&self.appl, appl, n_appl),
-        ));
-        Some((round, future))
+        let job =
+            |link: &Link, pipe: Pipeline, n: usize| (n > 0).then(|| (link.conn.clone(), pipe, n));
+        let (state, appl) = (
+            job(&self.state, state, n_state),
+            job(&self.appl, appl, n_appl),
+        );
+        Some((
+            round,
+            Box::pin(async move { tokio::join!(send(state), send(appl)) }),
+        ))
     }
 
     /// Settles a round's replies into the records and the outbox.
     pub fn settle(
         &mut self,
         round: Round,
-        reply: RoundReply,
+        (state, appl): RoundReply,
         ports: &mut Ports,
         outbox: &mut Outbox,
         now: Instant,
         landed: &mut Vec<Landed>,
     ) {
-        let state = self.side_back(false, reply.state, now);
-        let appl = self.side_back(true, reply.appl, now);
+        let state = self.side_back(false, state, now);
+        let appl = self.side_back(true, appl, now);
         if round.script_load && appl.is_some() {
             self.script_needed = false;
         }
         for (take, del, hset) in round.ports {
             let (del_reply, hset_reply) = (reply_at(&state, del), reply_at(&state, hset));
-            let error = [del_reply, hset_reply].into_iter().flatten().find_map(|r| {
-                r.as_ref()
-                    .err()
-                    .map(|e| explain(e, &self.state.db, &self.access))
-            });
+            let outcome = |at: Option<usize>, reply: Option<&RedisResult<Value>>| match (at, reply)
+            {
+                (None, _) | (_, Some(Ok(_))) => Outcome::Done,
+                (_, Some(Err(_))) => Outcome::Refused,
+                (_, None) => Outcome::Lost,
+            };
             let failures = ports.settle(
                 &take,
-                outcome_of(del, del_reply),
-                outcome_of(hset, hset_reply),
+                outcome(del, del_reply),
+                outcome(hset, hset_reply),
                 now,
             );
-            if let Some(error) = error {
+            if let Some(e) = [del_reply, hset_reply]
+                .into_iter()
+                .flatten()
+                .find_map(|r| r.as_ref().err())
+            {
+                let error = explain(e, &self.state.db, &self.access);
                 landed.push(Landed::RowRefused {
                     port: take.port.clone(),
                     failures,
@@ -307,9 +325,10 @@ impl Writer {
                 });
             }
             if let Some(Ok(reply)) = del_reply {
+                let existed = matches!(reply, Value::Int(n) if *n > 0);
                 landed.push(Landed::Deleted {
                     port: take.port.clone(),
-                    existed: matches!(reply, Value::Int(n) if *n > 0),
+                    existed,
                 });
             }
             if let (Some(Ok(_)), Some(state)) = (hset_reply, take.row) {
@@ -322,12 +341,8 @@ impl Writer {
         }
         let (mut back, mut done) = (Vec::new(), 0);
         for (output, i) in round.outputs {
-            let replies = if matches!(output, Output::Warm(_)) {
-                &state
-            } else {
-                &appl
-            };
-            match reply_at(replies, Some(i)) {
+            let warm = matches!(output, Output::Warm(_));
+            match reply_at(if warm { &state } else { &appl }, Some(i)) {
                 Some(Ok(_)) => {
                     done += 1;
                     landed.push(Landed::Output(output));
@@ -340,12 +355,11 @@ impl Writer {
                     back.push((output, false));
                 }
                 Some(Err(e)) => {
-                    let db = if matches!(output, Output::Warm(_)) {
-                        &self.state.db
-                    } else {
-                        &self.appl.db
-                    };
-                    let error = explain(e, db, &self.access);
+                    let error = explain(
+                        e,
+                        if warm { &self.state.db } else { &self.appl.db },
+                        &self.access,
+                    );
                     landed.push(Landed::OutputRefused {
                         output: output.clone(),
                         error,
@@ -359,66 +373,27 @@ impl Writer {
         outbox.put_back(back, now);
     }
 
-    /// Takes a side's reply; on a connection failure schedules the
-    /// reconnect. Returns the replies when the side answered. A side that
-    /// sent nothing is left exactly as it was.
+    /// Takes a side's replies; a broken connection is dropped, to be opened
+    /// again after a backoff. A side that sent nothing is left as it was.
     fn side_back(
         &mut self,
         appl: bool,
-        reply: SideReply,
+        replies: Option<Replies>,
         now: Instant,
     ) -> Option<Vec<RedisResult<Value>>> {
-        let link = if appl {
-            &mut self.appl
-        } else {
-            &mut self.state
-        };
-        match reply.replies? {
+        match replies? {
             Ok(replies) => {
-                if let Some(conn) = reply.conn {
-                    self.reconnected |= link.up(conn);
-                }
                 self.error = None;
                 Some(replies)
             }
             Err(e) => {
-                self.error = Some(link.down(&e, &self.access, now));
-                self.script_needed |= appl;
+                self.failed(appl, e, now);
                 None
             }
         }
     }
 
-    /// The side's connection for a read between rounds, connecting if there
-    /// is none and its backoff allows.
-    async fn open(&mut self, appl: bool, now: Instant) -> RedisResult<MultiplexedConnection> {
-        let link = if appl {
-            &mut self.appl
-        } else {
-            &mut self.state
-        };
-        if let Some(conn) = &link.conn {
-            return Ok(conn.clone());
-        }
-        if !link.usable(now) {
-            return Err(RedisError::from((
-                ErrorKind::Io,
-                "not connected",
-                link.db.name.clone(),
-            )));
-        }
-        match connect(&link.client).await {
-            Ok(conn) => {
-                self.reconnected |= link.up(conn.clone());
-                self.script_needed |= appl;
-                Ok(conn)
-            }
-            Err(e) => Err(self.failed(appl, e, now)),
-        }
-    }
-
-    /// A read between rounds failed: a broken connection is handled as a
-    /// round's would be.
+    /// A command or read failed: a broken connection is marked down.
     fn failed(&mut self, appl: bool, e: RedisError, now: Instant) -> RedisError {
         if is_connection_error(&e) {
             let link = if appl {
@@ -438,13 +413,13 @@ impl Writer {
         ports: &[PortName],
         now: Instant,
     ) -> RedisResult<Vec<bool>> {
-        let mut conn = self.open(true, now).await?;
         let appl = &self.layout.appl;
-        let r = crate::startup::in_chunks(&mut conn, ports, false, |pipe, port| {
-            pipe.exists(table_key(appl, PORT_TABLE, port.as_bytes()));
-        })
-        .await;
-        r.map_err(|e| self.failed(true, e, now))
+        let asked =
+            crate::startup::in_chunks(&mut self.appl.conn()?, ports, false, |pipe, port| {
+                pipe.exists(table_key(appl, PORT_TABLE, port));
+            })
+            .await;
+        asked.map_err(|e| self.failed(true, e, now))
     }
 
     /// Whether each port's STATE_DB row holds exactly these four values.
@@ -453,20 +428,16 @@ impl Writer {
         rows: &[(PortName, PortState)],
         now: Instant,
     ) -> RedisResult<Vec<bool>> {
-        let mut conn = self.open(false, now).await?;
         let names: Vec<PortName> = rows.iter().map(|(p, _)| p.clone()).collect();
-        let held = crate::startup::read_state_rows(&mut conn, &self.layout, &names)
-            .await
-            .map_err(|e| self.failed(false, e, now))?;
-        Ok(rows
-            .iter()
-            .zip(held)
-            .map(|((_, s), row)| {
-                row.iter()
-                    .zip(state_values(s))
-                    .all(|(held, want)| held.as_deref() == Some(want.as_slice()))
-            })
-            .collect())
+        let held =
+            crate::startup::read_state_rows(&mut self.state.conn()?, &self.layout, &names).await;
+        let held = held.map_err(|e| self.failed(false, e, now))?;
+        let same = |(s, row): (&PortState, crate::startup::Row)| {
+            row.iter()
+                .zip(state_values(s))
+                .all(|(held, want)| held.as_deref() == Some(want.as_slice()))
+        };
+        Ok(rows.iter().map(|(_, s)| s).zip(held).map(same).collect())
     }
 
     /// What of ours Redis still holds: the notices, the CONFIG_DB ports'
@@ -478,32 +449,27 @@ impl Writer {
         expect: (bool, bool),
         now: Instant,
     ) -> RedisResult<Missing> {
-        let key = |name: &[u8]| table_key(&self.layout.appl, PORT_TABLE, name);
         let both = |name: &[u8]| {
-            let consumed = key(name);
-            let staged = [b"_".as_slice(), &consumed].concat();
-            [consumed, staged]
+            let consumed = table_key(&self.layout.appl, PORT_TABLE, name);
+            [[b"_".as_slice(), &consumed].concat(), consumed]
         };
-        let mut pipe = redis::pipe();
-        let mut all: Vec<Vec<u8>> = [CONFIG_DONE, INIT_DONE]
-            .iter()
-            .flat_map(|n| both(n))
+        let mut ours: Vec<Vec<u8>> = [CONFIG_DONE, INIT_DONE]
+            .into_iter()
+            .flat_map(both)
             .collect();
-        all.extend(config_ports.iter().flat_map(|p| both(p.as_bytes())));
-        pipe.exists(&all)
+        ours.extend(config_ports.iter().flat_map(|p| both(p)));
+        let mut pipe = redis::pipe();
+        pipe.exists(&ours)
             .exists(&both(CONFIG_DONE)[..])
             .exists(&both(INIT_DONE)[..]);
-        let mut appl = self.open(true, now).await?;
-        let (ours, config_done, init_done): (u64, u64, u64) = pipe
-            .query_async(&mut appl)
-            .await
-            .map_err(|e| self.failed(true, e, now))?;
-        let mut state = self.open(false, now).await?;
-        let warm: u64 = redis::cmd("EXISTS")
+        let appl = pipe.query_async(&mut self.appl.conn()?).await;
+        let (ours, config_done, init_done): (u64, u64, u64) =
+            appl.map_err(|e| self.failed(true, e, now))?;
+        let state = redis::cmd("EXISTS")
             .arg(&self.warm_key)
-            .query_async(&mut state)
-            .await
-            .map_err(|e| self.failed(false, e, now))?;
+            .query_async(&mut self.state.conn()?)
+            .await;
+        let warm: u64 = state.map_err(|e| self.failed(false, e, now))?;
         Ok(Missing {
             appl_present: ours > 0,
             config_done: expect.0 && config_done == 0,
@@ -522,77 +488,24 @@ fn reply_at(
     replies.as_ref()?.get(at?)
 }
 
-/// How the command sent at `at` ended; one not sent is done.
-fn outcome_of(at: Option<usize>, reply: Option<&RedisResult<Value>>) -> Outcome {
-    match reply {
-        _ if at.is_none() => Outcome::Done,
-        Some(Ok(_)) => Outcome::Done,
-        Some(Err(_)) => Outcome::Refused,
-        None => Outcome::Lost,
-    }
-}
-
-/// What a side of the round needs, so the round's future owns it while the
-/// data path goes on reading netlink.
-struct SideJob {
-    client: Client,
-    conn: Option<MultiplexedConnection>,
-    pipe: Pipeline,
-    commands: usize,
-}
-
-fn side(link: &DbLink, mut pipe: Pipeline, commands: usize) -> SideJob {
-    pipe.ignore_errors();
-    SideJob {
-        client: link.client.clone(),
-        conn: link.conn.clone(),
-        pipe,
-        commands,
-    }
-}
-
-async fn run_side(job: SideJob) -> SideReply {
-    if job.commands == 0 {
-        return SideReply {
-            conn: None,
-            replies: None,
-        };
-    }
-    let mut conn = match job.conn {
-        Some(conn) => conn,
-        None => match connect(&job.client).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                return SideReply {
-                    conn: None,
-                    replies: Some(Err(e)),
-                };
-            }
-        },
+/// Sends one side's pipeline; `None` when it has nothing to send.
+async fn send(job: Option<(Option<MultiplexedConnection>, Pipeline, usize)>) -> Option<Replies> {
+    let (conn, mut pipe, n) = job?;
+    let Some(mut conn) = conn else {
+        return Some(Err(RedisError::from((ErrorKind::Io, "not connected"))));
     };
-    let replies = job
-        .pipe
-        .query_async::<Vec<RedisResult<Value>>>(&mut conn)
-        .await
-        .and_then(|r| {
-            if r.len() == job.commands {
-                Ok(r)
-            } else {
-                Err(RedisError::from((
-                    ErrorKind::Client,
-                    "pipeline answered with the wrong number of replies",
-                )))
-            }
-        });
-    SideReply {
-        conn: replies.is_ok().then_some(conn),
-        replies: Some(replies),
-    }
-}
-
-async fn run_round(state: SideJob, appl: SideJob) -> RoundReply {
-    let (state, appl) = tokio::join!(run_side(state), run_side(appl));
-    RoundReply { state, appl }
+    pipe.ignore_errors();
+    let replies: Replies = pipe.query_async(&mut conn).await;
+    Some(replies.and_then(|r| {
+        if r.len() == n {
+            Ok(r)
+        } else {
+            Err(RedisError::from((
+                ErrorKind::Client,
+                "pipeline answered with the wrong number of replies",
+            )))
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -616,11 +529,7 @@ mod tests {
         writer.error = Some(writer.appl.down(&e, &access, now));
         let retry = writer.appl.retry_at;
         assert!(retry.is_some());
-        let nothing = SideReply {
-            conn: None,
-            replies: None,
-        };
-        assert!(writer.side_back(true, nothing, now).is_none());
+        assert!(writer.side_back(true, None, now).is_none());
         assert_eq!(writer.appl.retry_at, retry, "the backoff was reset");
         assert!(writer.appl.lost && writer.error.is_some());
     }
