@@ -98,10 +98,10 @@ impl Core {
 
     /// Sends what is due as one round, unless nothing is.
     pub fn plan_round(&mut self, now: Instant) -> Option<(Round, RoundFuture)> {
-        self.ports.held = self.progress.holds_writes();
+        self.ports.set_held(self.progress.holds_writes());
         self.progress.tick(&self.ports);
         self.writer
-            .plan(&mut self.ports, &mut self.progress.outbox, now)
+            .plan(&mut self.ports, self.progress.outbox_mut(), now)
     }
 
     /// Settles a round's replies.
@@ -116,7 +116,7 @@ impl Core {
             round,
             reply,
             &mut self.ports,
-            &mut self.progress.outbox,
+            self.progress.outbox_mut(),
             now,
             &mut landed,
         );
@@ -126,24 +126,32 @@ impl Core {
         self.after_redis();
         self.metrics
             .redis_keys_failing
-            .set((self.ports.failing() + self.progress.outbox.failing()) as i64);
+            .set((self.ports.failing() + self.progress.outbox().failing()) as i64);
         self.progress.tick(&self.ports);
     }
 
     /// What a round or a read says of Redis: its health, and after a
     /// reconnect the repair (a re-dump, a row compare, a check for lost data).
     fn after_redis(&mut self) {
-        match &self.writer.error {
+        match self.writer.error() {
             Some(e) => {
-                if self.status.snapshot().redis.as_ref().err() != Some(e) {
+                if self
+                    .status
+                    .snapshot()
+                    .redis
+                    .as_ref()
+                    .err()
+                    .map(String::as_str)
+                    != Some(e)
+                {
                     self.metrics.redis_error("io");
                 }
-                self.status.set_redis(Err(e.clone()));
+                self.status.set_redis(Err(e.to_string()));
             }
             None if self.writer.connected() => self.status.set_redis(Ok(())),
             None => {}
         }
-        if std::mem::take(&mut self.writer.reconnected) {
+        if self.writer.take_reconnected() {
             self.metrics.redis_reconnects.inc();
             info!(
                 "Redis is back and may have lost writes; re-dumping every link to rewrite STATE_DB (every row is compared)"
@@ -423,9 +431,70 @@ impl Core {
         }
     }
 
+    /// Reads everything the socket holds (then one round writes it all).
+    /// True when the socket is empty: its readiness is used up.
+    fn drain(&mut self, socket: &mut LinkSocket, received: Instant) -> bool {
+        loop {
+            match socket.recv() {
+                Ok(RecvOutcome::Datagrams(datagrams)) => {
+                    self.status.set_netlink(Ok(()));
+                    for bytes in datagrams {
+                        self.on_datagram(bytes, received);
+                    }
+                    if self.ports.is_full() {
+                        return false;
+                    }
+                }
+                Ok(RecvOutcome::Overrun) => {
+                    self.metrics.netlink_overruns.inc();
+                    warn!(
+                        "netlink receive buffer overran: link messages were lost; re-dumping every link to repair STATE_DB"
+                    );
+                    self.redump();
+                }
+                Ok(RecvOutcome::Idle) => return true,
+                Err(e) => {
+                    // A failed receive may have lost a message: repair as
+                    // after an overrun.
+                    error!(error = %e, "netlink receive failed; re-dumping every link to repair STATE_DB");
+                    let why = format!("netlink receive failed: {e}; re-dumping");
+                    self.status.set_netlink(Err(why));
+                    self.redump();
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// When the loop must wake at the latest: the next timed thing. While a
+    /// round is in flight its reply wakes the loop, and a time already past
+    /// would spin it.
+    fn next_wake(
+        &self,
+        idle: bool,
+        stopping: Option<Instant>,
+        tick: Instant,
+        now: Instant,
+    ) -> Instant {
+        let timers = [
+            idle.then(|| self.ports.next_retry()).flatten(),
+            idle.then(|| self.progress.outbox().next_retry()).flatten(),
+            idle.then(|| self.writer.retry_at()).flatten(),
+            self.events.retry_at(),
+            self.io_retry_at,
+            self.progress.deadline(),
+            stopping,
+        ];
+        timers
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .fold(tick, Instant::min)
+    }
+
     /// Nothing that can be written now is pending.
     pub fn settled(&self) -> bool {
-        self.ports.settled() && self.progress.outbox.idle()
+        self.ports.settled() && self.progress.outbox().idle()
     }
 
     /// What the loop's once-a-second turn reports.
@@ -518,23 +587,7 @@ pub async fn run(
                 return Exit::Shutdown;
             }
         }
-        // Wake for the next timed thing only: while a round is in flight its
-        // reply wakes the loop, and a time already past would spin it.
-        let idle = round.is_none();
-        let timers = [
-            idle.then(|| core.ports.next_retry()).flatten(),
-            idle.then(|| core.progress.outbox.next_retry()).flatten(),
-            idle.then(|| core.writer.retry_at()).flatten(),
-            core.events.retry_at(),
-            core.io_retry_at,
-            core.progress.deadline(),
-            stopping,
-        ];
-        let wake = timers
-            .into_iter()
-            .flatten()
-            .filter(|t| *t > now)
-            .fold(next_tick, Instant::min);
+        let wake = core.next_wake(round.is_none(), stopping, next_tick, now);
         if let Some(until) = linger.hold_until.take()
             && until > now
         {
@@ -552,37 +605,8 @@ pub async fn run(
                 let Ok(mut guard) = guard else { continue };
                 let received = Instant::now();
                 linger.woke(received);
-                // Drain everything the socket holds, then write once.
-                loop {
-                    match guard.get_inner_mut().recv() {
-                        Ok(RecvOutcome::Datagrams(datagrams)) => {
-                            status.set_netlink(Ok(()));
-                            for bytes in datagrams {
-                                core.on_datagram(bytes, received);
-                            }
-                            if core.ports.is_full() {
-                                break;
-                            }
-                        }
-                        Ok(RecvOutcome::Overrun) => {
-                            core.metrics.netlink_overruns.inc();
-                            warn!("netlink receive buffer overran: link messages were lost; re-dumping every link to repair STATE_DB");
-                            core.redump();
-                        }
-                        Ok(RecvOutcome::Idle) => {
-                            guard.clear_ready();
-                            break;
-                        }
-                        Err(e) => {
-                            // A failed receive may have lost a message: repair
-                            // as after an overrun.
-                            error!(error = %e, "netlink receive failed; re-dumping every link to repair STATE_DB");
-                            status.set_netlink(Err(format!("netlink receive failed: {e}; re-dumping")));
-                            core.redump();
-                            guard.clear_ready();
-                            break;
-                        }
-                    }
+                if core.drain(guard.get_inner_mut(), received) {
+                    guard.clear_ready();
                 }
             }
             name = core.events.next() => match name {

@@ -168,7 +168,7 @@ pub struct Ports {
     /// Ports whose configuration is [`Configured::Unknown`] and not asked yet.
     to_ask: Vec<PortName>,
     /// While a warm restart collects (until EOIU), nothing is written.
-    pub held: bool,
+    held: bool,
     capacity: usize,
     metrics: Metrics,
 }
@@ -320,6 +320,11 @@ impl Ports {
         for name in &names {
             self.reconsider(name);
         }
+    }
+
+    /// While a warm restart collects (until EOIU), nothing is written.
+    pub fn set_held(&mut self, held: bool) {
+        self.held = held;
     }
 
     /// Ports whose configuration must be asked now.
@@ -608,6 +613,21 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_port_that_now_waits_for_its_configuration_is_not_failing() {
+        let (mut ports, p) = configured("Ethernet0");
+        let now = Instant::now();
+        ports.on_link(&p, 5, UP, now);
+        let t = ports.take(now, 8);
+        ports.settle(&t[0], Outcome::Done, Outcome::Refused, now);
+        assert_eq!(ports.failing(), 1);
+        ports.reconsider(&p);
+        ports.take_asks();
+        ports.set_configured(&p, false);
+        assert!(ports.take(now + Duration::from_secs(1), 8).is_empty());
+        assert_eq!(ports.failing(), 0, "waiting for APPL_DB is not a refusal");
+    }
+
+    #[test]
     fn a_port_apl_db_lacks_is_not_written_and_is_written_when_it_comes_back() {
         let (mut ports, p) = configured("Ethernet0");
         let now = Instant::now();
@@ -646,7 +666,7 @@ mod tests {
     fn a_warm_reconcile_writes_only_rows_that_differ() {
         let (mut ports, p) = configured("Ethernet0");
         let q = PortName::from("Ethernet4");
-        ports.held = true;
+        ports.set_held(true);
         let now = Instant::now();
         ports.on_link(&p, 5, UP, now);
         ports.on_link(&q, 6, UP, now);
@@ -654,7 +674,7 @@ mod tests {
         assert!(ports.take(now, 8).is_empty(), "held until EOIU");
         ports.verified(&p, true, true);
         ports.verified(&q, false, true);
-        ports.held = false;
+        ports.set_held(false);
         let t = ports.take(now, 8);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].port, q);

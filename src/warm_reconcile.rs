@@ -163,7 +163,7 @@ pub struct Missing {
 
 /// Where the start-up stands, and the outputs it still has to send.
 pub struct Progress {
-    pub outbox: Outbox,
+    outbox: Outbox,
     count: usize,
     /// Producer writes of ports not landed yet (cold start).
     producing: usize,
@@ -244,6 +244,15 @@ impl Progress {
             metrics,
         };
         (progress, names)
+    }
+
+    /// The outputs waiting for a round.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    pub fn outbox_mut(&mut self) -> &mut Outbox {
+        &mut self.outbox
     }
 
     /// Writes are held until the warm reconcile.

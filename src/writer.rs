@@ -106,6 +106,9 @@ fn is_connection_error(e: &RedisError) -> bool {
 
 type Replies = RedisResult<Vec<RedisResult<Value>>>;
 
+/// A side's replies once settled: `None` when it sent nothing or broke.
+type Answered = Option<Vec<RedisResult<Value>>>;
+
 /// Each side's replies; `None` for a side that sent nothing.
 pub type RoundReply = (Option<Replies>, Option<Replies>);
 
@@ -132,11 +135,11 @@ pub struct Writer {
     script_needed: bool,
     /// A connection came back after a loss: the data path re-dumps,
     /// compares rows and checks for lost data.
-    pub reconnected: bool,
+    reconnected: bool,
     /// Why Redis last failed, in an operator's words; `None` while it works.
-    pub error: Option<String>,
+    error: Option<String>,
     /// Most ports in one round.
-    pub batch_max: usize,
+    batch_max: usize,
 }
 
 impl Writer {
@@ -170,6 +173,22 @@ impl Writer {
             .filter(|l| l.conn.is_none())
             .filter_map(|l| l.retry_at)
             .min()
+    }
+
+    /// Most ports in one round (128: a larger start-up round parses a larger
+    /// reply at once).
+    pub fn set_batch_max(&mut self, ports: usize) {
+        self.batch_max = ports.max(1);
+    }
+
+    /// Whether a connection came back after a loss since last asked.
+    pub fn take_reconnected(&mut self) -> bool {
+        std::mem::take(&mut self.reconnected)
+    }
+
+    /// Why Redis last failed, in an operator's words; `None` while it works.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
     }
 
     pub fn connected(&self) -> bool {
@@ -339,10 +358,23 @@ impl Writer {
                 });
             }
         }
+        self.settle_outputs(round.outputs, (&state, &appl), outbox, now, landed);
+    }
+
+    /// The outputs' share of a round: landed, refused (after a backoff), or
+    /// back first in line.
+    fn settle_outputs(
+        &mut self,
+        outputs: Vec<(Output, usize)>,
+        (state, appl): (&Answered, &Answered),
+        outbox: &mut Outbox,
+        now: Instant,
+        landed: &mut Vec<Landed>,
+    ) {
         let (mut back, mut done) = (Vec::new(), 0);
-        for (output, i) in round.outputs {
+        for (output, i) in outputs {
             let warm = matches!(output, Output::Warm(_));
-            match reply_at(if warm { &state } else { &appl }, Some(i)) {
+            match reply_at(if warm { state } else { appl }, Some(i)) {
                 Some(Ok(_)) => {
                     done += 1;
                     landed.push(Landed::Output(output));
@@ -375,12 +407,7 @@ impl Writer {
 
     /// Takes a side's replies; a broken connection is dropped, to be opened
     /// again after a backoff. A side that sent nothing is left as it was.
-    fn side_back(
-        &mut self,
-        appl: bool,
-        replies: Option<Replies>,
-        now: Instant,
-    ) -> Option<Vec<RedisResult<Value>>> {
+    fn side_back(&mut self, appl: bool, replies: Option<Replies>, now: Instant) -> Answered {
         match replies? {
             Ok(replies) => {
                 self.error = None;
@@ -481,10 +508,7 @@ impl Writer {
 
 /// The reply at `at`: `None` when no command was sent or the side never
 /// answered.
-fn reply_at(
-    replies: &Option<Vec<RedisResult<Value>>>,
-    at: Option<usize>,
-) -> Option<&RedisResult<Value>> {
+fn reply_at(replies: &Answered, at: Option<usize>) -> Option<&RedisResult<Value>> {
     replies.as_ref()?.get(at?)
 }
 

@@ -408,3 +408,45 @@ fn every_write_a_subscriber_sees_is_a_whole_row() {
     sub.clear();
     daemon.assert_alive();
 }
+
+/// Redis accepts the DEL of a recreated port's row but refuses its HSET
+/// (noeviction at maxmemory refuses what adds memory, not a DEL): the DEL
+/// is not sent again with every retry, which would wipe the fields other
+/// daemons write meanwhile.
+#[test]
+fn an_accepted_del_is_sent_once_while_its_hset_is_refused() {
+    let (bed, mut daemon) = synced(&["Ethernet0"]);
+    let monitor = Monitor::start(&bed.redis);
+    let mut admin = bed.redis.con(STATE_DB);
+    let config = |max: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(max)
+            .query(&mut bed.redis.con(STATE_DB))
+            .unwrap();
+    };
+    config("1");
+    bed.ns.del_link("Ethernet0");
+    bed.ns.add_port("Ethernet0");
+    wait_until(DEADLINE, "two refusals of the row", || {
+        daemon.log().matches("Redis refused a write").count() >= 2
+    });
+    let dels = |m: &Monitor| {
+        m.port_writes()
+            .iter()
+            .filter(|(c, a)| c == "DEL" && a.first().is_some_and(|k| k == "PORT_TABLE|Ethernet0"))
+            .count()
+    };
+    assert_eq!(
+        dels(&monitor),
+        1,
+        "the DEL was sent again: {:?}",
+        monitor.port_writes()
+    );
+    config("0");
+    let _: () = redis::cmd("PING").query(&mut admin).unwrap();
+    bed.wait_state_matches_kernel(DEADLINE, "Ethernet0");
+    assert_eq!(dels(&monitor), 1);
+    daemon.assert_alive();
+}

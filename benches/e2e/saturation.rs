@@ -63,7 +63,7 @@ pub fn run(db_config: &Path, ports: &[String], datagrams: &[Vec<u8>]) -> Saturat
         // its start-up memory down: bigger rounds make this reference
         // faster (by a quarter, measured), so the ratio against it is not
         // flattered by the daemon's smaller rounds.
-        writer.batch_max = 512;
+        writer.set_batch_max(512);
         let metrics = Metrics::new();
         // Steady state: every port configured, no CONFIG_DB port awaited.
         let inputs = StartupInputs {

@@ -186,11 +186,11 @@ pub fn run(data: &[u8]) -> Exercised {
             }
             10 => answer_reads(&mut ports, &mut progress, &mut m, eoiu, clock),
             11 | 12 if in_flight.is_none() => {
-                ports.held = progress.holds_writes();
+                ports.set_held(progress.holds_writes());
                 progress.tick(&ports);
                 let takes = ports.take(clock, 8);
                 assert!(
-                    takes.is_empty() || !ports.held,
+                    takes.is_empty() || !progress.holds_writes(),
                     "written before the warm reconcile"
                 );
                 for t in &takes {
@@ -208,7 +208,7 @@ pub fn run(data: &[u8]) -> Exercised {
                     }
                 }
                 let takes = takes.into_iter().map(|t| (t, m.step)).collect();
-                in_flight = Some((takes, progress.outbox.take(clock, 8)));
+                in_flight = Some((takes, progress.outbox_mut().take(clock, 8)));
             }
             _ => {
                 let outcomes = input.byte().unwrap_or(0);
@@ -242,15 +242,16 @@ pub fn run(data: &[u8]) -> Exercised {
     for _ in 0..64 {
         clock += Duration::from_secs(31);
         answer_reads(&mut ports, &mut progress, &mut m, eoiu, clock);
-        ports.held = progress.holds_writes();
+        ports.set_held(progress.holds_writes());
         progress.tick(&ports);
         let takes: Vec<_> = ports
             .take(clock, 8)
             .into_iter()
             .map(|t| (t, m.step))
             .collect();
-        let outputs = progress.outbox.take(clock, 8);
-        if takes.is_empty() && outputs.is_empty() && ports.settled() && progress.outbox.idle() {
+        let outputs = progress.outbox_mut().take(clock, 8);
+        if takes.is_empty() && outputs.is_empty() && ports.settled() && progress.outbox_mut().idle()
+        {
             break;
         }
         settle(&mut ports, &mut progress, &mut m, takes, outputs, 0, clock);
@@ -258,7 +259,7 @@ pub fn run(data: &[u8]) -> Exercised {
         m.check_notices(&config);
     }
     assert!(
-        ports.settled() && progress.outbox.idle(),
+        ports.settled() && progress.outbox_mut().idle(),
         "a write was never drained"
     );
     assert!(
@@ -416,11 +417,11 @@ fn settle(
     }
     if lost {
         progress
-            .outbox
+            .outbox_mut()
             .put_back(outputs.into_iter().map(|o| (o, false)).collect(), now);
         return;
     }
-    progress.outbox.landed(outputs.len());
+    progress.outbox_mut().landed(outputs.len());
     for output in &outputs {
         if let Output::Produce { key, .. } = output {
             m.produced.push(key.clone());
