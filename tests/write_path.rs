@@ -427,8 +427,11 @@ fn an_accepted_del_is_sent_once_while_its_hset_is_refused() {
             .unwrap();
     };
     config("1");
+    // The delete and the new netdev fold into one round: DEL and HSET.
+    daemon.signal(libc::SIGSTOP);
     bed.ns.del_link("Ethernet0");
     bed.ns.add_port("Ethernet0");
+    daemon.signal(libc::SIGCONT);
     wait_until(DEADLINE, "two refusals of the row", || {
         daemon.log().matches("Redis refused a write").count() >= 2
     });
