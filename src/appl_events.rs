@@ -69,6 +69,7 @@ impl ApplEvents {
                 self.retry_at = None;
                 self.backoff.reset();
                 info!(pattern = %String::from_utf8_lossy(&self.pattern), "following APPL_DB PORT_TABLE keyspace events");
+                self.warn_if_off().await;
                 true
             }
             outcome => {
@@ -85,6 +86,29 @@ impl ApplEvents {
                 self.retry_at = Some(now + delay);
                 false
             }
+        }
+    }
+
+    /// Says so when the server publishes no keyspace events for hashes and
+    /// deletes: ports added to or removed from APPL_DB later are then not
+    /// noticed. A user the ACL does not allow CONFIG is taken at its word.
+    async fn warn_if_off(&self) {
+        let Ok(mut conn) = crate::sonic::connect::connect(&self.client).await else {
+            return;
+        };
+        let flags: redis::RedisResult<(String, String)> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query_async(&mut conn)
+            .await;
+        if let Ok((_, flags)) = flags
+            && !(flags.contains('K')
+                && (flags.contains('A') || (flags.contains('g') && flags.contains('h'))))
+        {
+            warn!(
+                notify_keyspace_events = flags,
+                "Redis publishes no keyspace events for APPL_DB PORT_TABLE: ports added to or removed from APPL_DB after their first link message are not noticed (SONiC's database container runs Redis with notify-keyspace-events AKE)"
+            );
         }
     }
 

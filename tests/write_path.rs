@@ -453,3 +453,23 @@ fn an_accepted_del_is_sent_once_while_its_hset_is_refused() {
     assert_eq!(dels(&monitor), 1);
     daemon.assert_alive();
 }
+
+/// A Redis that publishes no keyspace events (not SONiC's setting): the
+/// daemon says that APPL_DB changes will not be noticed, and why.
+#[test]
+fn keyspace_events_off_are_said() {
+    let bed = Bed::new(&["Ethernet0"]);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("")
+        .query(&mut bed.redis.con(0))
+        .unwrap();
+    let mut daemon = bed.daemon();
+    wait_until(DEADLINE, "the warning about keyspace events", || {
+        daemon
+            .log()
+            .contains("Redis publishes no keyspace events for APPL_DB PORT_TABLE")
+    });
+    daemon.assert_alive();
+}
