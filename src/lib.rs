@@ -154,11 +154,10 @@ async fn read_inputs(
     let mut backoff = backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         // Waiting for Redis (or for CONFIG_DB after a data loss) is progress
-        // the watchdog must not mistake for a wedge.
-        let beat = || status.beat();
-        let mut config_conn = connect_with_retry(config, "CONFIG_DB", &beat).await;
-        let mut state_conn = connect_with_retry(state, "STATE_DB", &beat).await;
-        let appl_conn = connect_with_retry(appl, "APPL_DB", &beat).await;
+        // the watchdog must not mistake for a wedge (connect_with_retry beats).
+        let mut config_conn = connect_with_retry(config, "CONFIG_DB", status).await;
+        let mut state_conn = connect_with_retry(state, "STATE_DB", status).await;
+        let appl_conn = connect_with_retry(appl, "APPL_DB", status).await;
         if after_data_loss {
             match startup::read_ports(&mut config_conn, layout).await {
                 Ok(ports) if ports.is_empty() => {

@@ -143,14 +143,14 @@ impl MetricsArgs {
     pub fn validate(&self) -> Result<()> {
         match self.metrics_listen {
             SocketAddr::V4(a) => bail!(
-                "--metrics-listen {a} is an IPv4 address; the metrics endpoint listens on IPv6 \
-                 only: use e.g. [::1]:{} (loopback) or [::]:{} (every IPv6 address)",
+                "`metrics_listen` (--metrics-listen) {a} is an IPv4 address; the metrics endpoint \
+                 listens on IPv6 only: use e.g. [::1]:{} (loopback) or [::]:{} (every IPv6 address)",
                 a.port(),
                 a.port()
             ),
             SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some() => bail!(
-                "--metrics-listen {a} is an IPv4-mapped address; the metrics endpoint listens \
-                 on IPv6 only: use e.g. [::1]:{}",
+                "`metrics_listen` (--metrics-listen) {a} is an IPv4-mapped address; the metrics \
+                 endpoint listens on IPv6 only: use e.g. [::1]:{}",
                 a.port()
             ),
             SocketAddr::V6(_) => Ok(()),

@@ -131,11 +131,41 @@ pub fn parse_layout(text: &str, origin: &Path) -> Result<DbLayout> {
             instance: instance.clone(),
         })
     };
-    Ok(DbLayout {
+    let layout = DbLayout {
         appl: resolve("APPL_DB")?,
         config: resolve("CONFIG_DB")?,
         state: resolve("STATE_DB")?,
-    })
+    };
+    let mut names: Vec<&String> = raw.databases.keys().collect();
+    names.sort();
+    for name in names {
+        let db = &raw.databases[name];
+        if !raw.instances.contains_key(&db.instance) {
+            bail!(
+                "{}: {name} names instance {:?}, which INSTANCES does not define",
+                origin.display(),
+                db.instance
+            );
+        }
+        // Two databases in one Redis database would overwrite each other.
+        for ours in [&layout.appl, &layout.config, &layout.state] {
+            let same_server = db.instance == ours.instance_name
+                || (ours.instance.unix_socket_path.is_some()
+                    && raw.instances[&db.instance].unix_socket_path
+                        == ours.instance.unix_socket_path);
+            if *name != ours.name && db.id == ours.id && same_server {
+                bail!(
+                    "{}: {name} and {} are both database {} on instance {:?}; they would \
+                     overwrite each other's keys: give each its own id",
+                    origin.display(),
+                    ours.name,
+                    ours.id,
+                    ours.instance_name
+                );
+            }
+        }
+    }
+    Ok(layout)
 }
 
 /// Reads the layout from `path`, or for a multi-ASIC `namespace` from the
@@ -231,6 +261,31 @@ mod tests {
         let text = STOCK_LAYOUT.replace("\"instance\": \"redis\"}", "\"instance\": \"redis9\"}");
         let err = parse_layout(&text, Path::new("c.json")).unwrap_err();
         assert!(format!("{err:#}").contains("redis9"), "{err:#}");
+    }
+
+    #[test]
+    fn shared_ids_and_unknown_instances_are_refused() {
+        let text = STOCK_LAYOUT.replace("\"id\": 6", "\"id\": 4");
+        let err = format!(
+            "{:#}",
+            parse_layout(&text, Path::new("c.json")).unwrap_err()
+        );
+        assert!(
+            err.contains("CONFIG_DB and STATE_DB are both database 4"),
+            "{err}"
+        );
+        let text = STOCK_LAYOUT.replace(
+            "\"id\": 2, \"separator\": \":\", \"instance\": \"redis\"",
+            "\"id\": 2, \"separator\": \":\", \"instance\": \"redis3\"",
+        );
+        let err = format!(
+            "{:#}",
+            parse_layout(&text, Path::new("c.json")).unwrap_err()
+        );
+        assert!(
+            err.contains("COUNTERS_DB names instance \"redis3\""),
+            "{err}"
+        );
     }
 
     #[test]
