@@ -160,12 +160,7 @@ pub async fn connect_with_retry(
         match connect(client).await {
             Ok(conn) => return conn,
             Err(e) => {
-                let info = client.get_connection_info();
-                let access = ACCESS.get().cloned().unwrap_or_else(|| RedisAccess {
-                    user: info.redis_settings().username().map(str::to_string),
-                    ..RedisAccess::default()
-                });
-                let why = describe(&e, what, &info.addr().to_string(), &access);
+                let why = explain_client(&e, what, client);
                 let delay = backoff.next_delay();
                 if why != said {
                     warn!(retry_in_ms = delay.as_millis() as u64, "{why}; waiting");
@@ -192,6 +187,17 @@ pub fn explain(err: &redis::RedisError, db: &Database, access: &RedisAccess) -> 
     )
 }
 
+/// [`explain`] for an error of `client`'s, `what` naming the database,
+/// with the access the daemon was started with.
+pub fn explain_client(err: &redis::RedisError, what: &str, client: &Client) -> String {
+    let info = client.get_connection_info();
+    let access = ACCESS.get().cloned().unwrap_or_else(|| RedisAccess {
+        user: info.redis_settings().username().map(str::to_string),
+        ..RedisAccess::default()
+    });
+    describe(err, what, &info.addr().to_string(), &access)
+}
+
 fn describe(err: &redis::RedisError, what: &str, addr: &str, access: &RedisAccess) -> String {
     let user = access.user_name();
     let file = access.password_file.as_deref().map_or_else(
@@ -208,8 +214,14 @@ fn describe(err: &redis::RedisError, what: &str, addr: &str, access: &RedisAcces
              whose SHA-256 the ACL has for {user} (see {ACL_EXAMPLE})"
         );
     }
-    if err.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) || err.code() == Some("NOPERM") {
-        let detail = err.detail().unwrap_or("permission denied");
+    // A refused SELECT comes back as "refused to switch database", NOPERM's
+    // words inside.
+    let text = err.to_string();
+    if err.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
+        || err.code() == Some("NOPERM")
+        || text.contains("no permissions")
+    {
+        let detail = err.detail().unwrap_or(&text);
         return format!(
             "Redis at {addr} for {what} refused a command of user {user:?}: NOPERM {detail}; \
              grant the user what {ACL_EXAMPLE} lists (`ACL LOG` on the server names the \
