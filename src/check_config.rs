@@ -115,12 +115,15 @@ pub fn check_metrics_certificates(cli: &Cli) -> Result<String> {
         return Ok("metrics endpoint: off (--no-metrics)".into());
     }
     let args = &cli.metrics;
+    args.validate()?;
     let not_after = crate::metrics::check_tls_files(args)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     Ok(format!(
-        "metrics endpoint: https://{} ({:?} profile), {} allowed client name(s), certificates valid for {} more day(s)",
+        "metrics endpoint: https://{} ({:?} profile), {} allowed client name(s) (compared as \
+         certificates store them: DNS names in lower case, A-labels), certificates valid for {} \
+         more day(s)",
         args.metrics_listen,
         args.tls_profile,
         args.metrics_allow_client.len(),

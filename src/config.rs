@@ -4,6 +4,8 @@
 //! default that is right on a switch, so `/usr/bin/portsyncd` with no
 //! arguments works there.
 
+pub mod endpoint;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,7 +96,7 @@ pub struct Cli {
     pub shutdown_timeout: u64,
 
     #[command(flatten)]
-    pub metrics: crate::metrics::MetricsArgs,
+    pub metrics: endpoint::MetricsArgs,
 }
 
 /// How a refusal names a setting: the key as written in the file, and its
@@ -115,19 +117,25 @@ pub struct Checked {
 
 /// Everything the daemon refuses to start with, in one place: the daemon
 /// (exit 2) and `check-config` (exit 1) both call this, with the same words.
-/// The metrics certificates are not in it: a missing or bad certificate
-/// keeps the endpoint closed, never the daemon down (check-config checks
-/// them on top).
+/// The endpoint's settings and files are not in it: what is wrong there
+/// keeps the endpoint closed, never the daemon down (an exit would restart
+/// the whole swss container); check-config refuses those on top.
 pub fn validate(cli: &Cli) -> Result<Checked> {
     if let Some(level) = &cli.log_level {
         crate::logging::check_level(level).with_context(|| key("log_level"))?;
     }
-    if !cli.no_metrics {
-        cli.metrics.validate()?;
-    }
     let namespace = cli.effective_namespace();
-    let layout = load_layout(&cli.db_config, namespace.as_deref())
-        .with_context(|| format!("{} {}", key("db_config"), cli.db_config.display()))?;
+    let layout = load_layout(&cli.db_config, namespace.as_deref()).with_context(|| {
+        let ns = namespace
+            .as_ref()
+            .map(|ns| format!(" with {} {ns}", key("namespace")));
+        format!(
+            "{} {}{}",
+            key("db_config"),
+            cli.db_config.display(),
+            ns.unwrap_or_default()
+        )
+    })?;
     let access = cli.redis_access()?;
     let clients = Clients::new(&layout, &access)
         .with_context(|| format!("{} {}", key("db_config"), cli.db_config.display()))?;

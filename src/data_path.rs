@@ -370,14 +370,14 @@ impl Core {
 
     /// The start-up's phase, from what landed.
     fn publish_phase(&self) {
-        let m = &self.metrics;
-        let configured = if m.warm_restart.get() == 1 {
-            m.warm_restart_reconciled.get() == 1
+        let p = &self.progress;
+        let configured = if p.is_warm() {
+            p.reconciled
         } else {
-            m.port_config_done.get() == 1
+            p.config_done
         };
         if configured {
-            self.status.set_phase(if m.port_init_done.get() == 1 {
+            self.status.set_phase(if p.init_done {
                 crate::status::Phase::Initialized
             } else {
                 crate::status::Phase::Configured
@@ -460,9 +460,6 @@ pub async fn run(
             // Once a second: is the data still there (see Writer::markers)?
             core.writer.check_markers = true;
             core.metrics.queue_depth.set(core.queue.len() as i64);
-            core.metrics
-                .redis_up
-                .set(i64::from(core.writer.connected()));
             core.status.set_redis(if core.writer.connected() {
                 Ok(())
             } else {
@@ -542,7 +539,6 @@ pub async fn run(
                             break;
                         }
                         Err(e) => {
-                            core.metrics.netlink_up.set(0);
                             core.status.set_netlink(Err(format!("netlink receive failed: {e}")));
                             error!(error = %e, "netlink receive failed; retrying");
                             guard.clear_ready();

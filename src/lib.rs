@@ -66,7 +66,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     start_endpoint(&cli, &metrics, &status)?;
     let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);
     let mut shutdown = shutdown_signal(notifier.clone(), status.clone())?;
-    systemd::start(notifier.clone(), metrics.clone(), status.clone());
+    systemd::start(notifier.clone(), status.clone());
 
     let mut socket: Option<AsyncFd<LinkSocket>> = None;
     let mut old = Vec::new();
@@ -85,7 +85,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             warm: inputs.warm.warm,
             dpu: inputs.dpu,
         };
-        metrics.warm_restart.set(i64::from(mode.warm));
         status.set_warm(mode.warm);
         metrics
             .warm_restart_count
@@ -123,9 +122,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             Exit::DataLost => {
                 after_data_loss = true;
                 status.set_phase(status::Phase::Starting);
-                metrics.port_config_done.set(0);
-                metrics.port_init_done.set(0);
-                metrics.warm_restart_reconciled.set(0);
             }
         }
     }
@@ -243,7 +239,6 @@ fn open_socket(
     metrics
         .netlink_receive_buffer_bytes
         .set(i64::try_from(socket.granted_rcvbuf).unwrap_or(i64::MAX));
-    metrics.netlink_up.set(1);
     info!(
         granted_bytes = socket.granted_rcvbuf,
         old_interfaces = old.len(),

@@ -77,6 +77,10 @@ pub struct Progress {
     started: Instant,
     before: RowCounts,
     metrics: Metrics,
+    /// PortConfigDone, PortInitDone and the reconcile (or, cold, EOIU) landed.
+    pub config_done: bool,
+    pub init_done: bool,
+    pub reconciled: bool,
 }
 
 impl Progress {
@@ -128,7 +132,14 @@ impl Progress {
             before: metrics.warm.row_counts(),
             started,
             metrics,
+            config_done: false,
+            init_done: false,
+            reconciled: false,
         }
+    }
+
+    pub fn is_warm(&self) -> bool {
+        self.warm != Warm::Off
     }
 
     /// When [`tick`](Self::tick) must run at the latest.
@@ -145,11 +156,11 @@ impl Progress {
                 self.awaiting_row.remove(port);
             }
             Landed::Appl(key) if key.as_slice() == CONFIG_DONE => {
-                self.metrics.port_config_done.set(1);
+                self.config_done = true;
                 info!(count = self.count, "PortConfigDone written to APPL_DB");
             }
             Landed::Appl(key) if key.as_slice() == INIT_DONE => {
-                self.metrics.port_init_done.set(1);
+                self.init_done = true;
                 info!(
                     elapsed_ms = self.started.elapsed().as_millis() as u64,
                     "PortInitDone written to APPL_DB"
@@ -198,7 +209,7 @@ impl Progress {
             Warm::Collecting(_) => self.restored(queue, false),
             // A cold start has nothing to reconcile: done at EOIU.
             Warm::Off => {
-                self.metrics.warm_restart_reconciled.set(1);
+                self.reconciled = true;
             }
             _ => {}
         }
@@ -236,7 +247,7 @@ impl Progress {
                 now,
             );
         }
-        let config_done = self.warm != Warm::Off || self.metrics.port_config_done.get() == 1;
+        let config_done = self.warm != Warm::Off || self.config_done;
         if !self.init_done_queued && config_done && self.awaiting_row.is_empty() {
             self.init_done_queued = true;
             queue.push(
@@ -269,7 +280,7 @@ impl Progress {
             .metrics
             .warm
             .record_reconcile(self.before, seconds, by_timer);
-        self.metrics.warm_restart_reconciled.set(1);
+        self.reconciled = true;
         info!(
             event = "warm_restart_reconciled",
             rows_written = done.changed,
@@ -397,13 +408,9 @@ mod tests {
         p.on_landed(&Landed::StateHash("W".into()));
         p.tick(&mut queue, now);
         assert!(queue.contains(&Key::StateHash("W".into())), "reconciled");
-        assert_eq!(
-            metrics.warm_restart_reconciled.get(),
-            0,
-            "said only once Redis holds it"
-        );
+        assert!(!p.reconciled, "said only once Redis holds it");
         p.on_landed(&Landed::StateHash("W".into()));
-        assert_eq!(metrics.warm_restart_reconciled.get(), 1);
+        assert!(p.reconciled);
         assert_eq!(metrics.warm.reconcile_by_timer.get(), 1);
     }
 

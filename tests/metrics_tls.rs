@@ -141,6 +141,7 @@ fn good_client_gets_metrics_promtool_accepts_and_healthz_passes() {
         [
             "redis",
             "netlink",
+            "data_path",
             "queue",
             "redis_keys",
             "ports_initialised",

@@ -38,19 +38,15 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
-use super::Metrics;
-use super::allow_list::{NotAllowed, PRESENTED};
-use super::args::MetricsArgs;
-use super::audit::{self, RefusalLog};
-use super::endpoint_metrics::{BuildLabels, EndpointMetrics};
-use super::health::{Health, Status};
-use super::limits::{MAX_HEADER_BYTES, MAX_HEADERS, Rate, RateLimiter};
-use super::probes::Probes;
-use super::process::{self, ProcessCollector};
-use super::reload::{POLL_INTERVAL, TlsState};
-use super::render::{render, wants_openmetrics};
-use super::unverified::{Ticket, UnverifiedPool};
-use crate::status::Status as DaemonStatus;
+use super::guard::{
+    ENDPOINT_CLOSED, ENDPOINT_OPEN, MAX_HEADER_BYTES, MAX_HEADERS, NotAllowed, PRESENTED,
+    RELOAD_WATCHER_DIED, Rate, RateLimiter, RefusalLog, Ticket, UnverifiedPool,
+};
+use super::health::{Health, Verdict};
+use super::registry::{BuildLabels, EndpointMetrics, Metrics, PATHS, registry, render};
+use super::tls::{POLL_INTERVAL, TlsState};
+use crate::config::endpoint::MetricsArgs;
+use crate::status::Status;
 
 /// How long a connection past its lifetime may take to finish the response
 /// in progress before it is dropped.
@@ -61,7 +57,6 @@ struct Content {
     registry: Registry,
     endpoint: EndpointMetrics,
     health: Health,
-    probes: Probes,
 }
 
 /// Everything a connection needs, shared.
@@ -81,28 +76,22 @@ struct Shared {
 /// a problem is logged and keeps the endpoint (never the daemon) down.
 /// Installs the SIGHUP handler before it returns, so a SIGHUP never ends
 /// the daemon.
-pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64, status: DaemonStatus) {
-    process::record_start();
+pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64, status: Status) {
+    super::process::record_start();
     let endpoint = EndpointMetrics::default();
-    endpoint
-        .build_info
-        .get_or_create(&BuildLabels {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            tls_profile: format!("{:?}", args.tls_profile).to_lowercase(),
-        })
-        .set(1);
-    let mut registry = Registry::default();
-    metrics.register(&mut registry);
-    endpoint.register(&mut registry);
-    registry.register_collector(Box::new(ProcessCollector));
+    let profile = format!("{:?}", args.tls_profile).to_lowercase();
+    let build = BuildLabels {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        tls_profile: profile,
+    };
+    endpoint.build_info.get_or_create(&build).set(1);
     let content = Arc::new(Content {
-        registry,
-        health: Health::new(metrics.clone(), endpoint.clone(), queue_capacity),
-        probes: Probes::new(metrics, status),
+        registry: registry(&metrics, &endpoint, &status),
+        health: Health::new(status, metrics, endpoint.clone(), queue_capacity),
         endpoint,
     });
     if let Err(e) = spawn_thread(args, content) {
-        error!(event = audit::ENDPOINT_CLOSED, error = %format!("{e:#}"),
+        error!(event = ENDPOINT_CLOSED, error = %format!("{e:#}"),
                "the metrics endpoint cannot run at all; port sync goes on without it");
     }
 }
@@ -140,7 +129,7 @@ async fn run(args: MetricsArgs, content: Arc<Content>, mut hup: watch::Receiver<
     loop {
         match open(&args, &content.endpoint) {
             Ok((tls, listener)) => {
-                info!(event = audit::ENDPOINT_OPEN, listen = %args.metrics_listen,
+                info!(event = ENDPOINT_OPEN, listen = %args.metrics_listen,
                       profile = ?args.tls_profile, allowed_clients = ?args.metrics_allow_client,
                       "metrics endpoint listening (TLS 1.3, client certificate required)");
                 serve(args, tls, content, listener, hup).await;
@@ -150,7 +139,7 @@ async fn run(args: MetricsArgs, content: Arc<Content>, mut hup: watch::Receiver<
                 let error = format!("{e:#}");
                 // Said once per distinct reason, not every retry.
                 if error != last_error {
-                    warn!(event = audit::ENDPOINT_CLOSED, listen = %args.metrics_listen, error,
+                    warn!(event = ENDPOINT_CLOSED, listen = %args.metrics_listen, error,
                           "metrics endpoint closed; port sync goes on; retrying every {} s and on SIGHUP",
                           POLL_INTERVAL.as_secs());
                     last_error = error;
@@ -231,7 +220,7 @@ fn watcher_ended(endpoint: &EndpointMetrics, error: Option<tokio::task::JoinErro
     endpoint.reload_watcher_restarts.inc();
     let error = error.map_or_else(|| "it returned".to_string(), |e| e.to_string());
     error!(
-        event = audit::RELOAD_WATCHER_DIED,
+        event = RELOAD_WATCHER_DIED,
         error, "the metrics TLS reload watcher ended (a bug: please report it); restarting it"
     );
 }
@@ -478,9 +467,20 @@ fn retry_after(mut r: Response<Full<Bytes>>, wait: Duration) -> Response<Full<By
     r
 }
 
-/// The paths served; anything else is 404.
-pub const PATHS: [&str; 4] = ["/metrics", "/healthz", "/livez", "/readyz"];
+fn typed(
+    mut r: Response<Full<Bytes>>,
+    content_type: &'static str,
+    ok: bool,
+) -> Response<Full<Bytes>> {
+    if !ok {
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
 
+/// One `match` on the path, after the method and the rate limit.
 fn route(ctx: &Shared, identity: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if !PATHS.contains(&path) {
@@ -501,53 +501,46 @@ fn route(ctx: &Shared, identity: &str, req: &Request<Incoming>) -> Response<Full
             wait,
         );
     }
-    let probe = match path {
-        "/livez" => Some(ctx.content.probes.live()),
-        "/readyz" => Some(ctx.content.probes.ready()),
-        _ => None,
-    };
-    if let Some((pass, text)) = probe {
-        let mut r = Response::new(Full::new(Bytes::from(text)));
-        if !pass {
-            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let health = &ctx.content.health;
+    let text = "text/plain; charset=utf-8";
+    match path {
+        "/livez" | "/readyz" => {
+            let (pass, body) = if path == "/livez" {
+                health.live()
+            } else {
+                health.ready()
+            };
+            typed(Response::new(Full::new(Bytes::from(body))), text, pass)
         }
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        return r;
-    }
-    if path == "/healthz" {
-        let report = ctx.content.health.report();
-        let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        if report.status == Status::Fail {
-            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        "/healthz" => {
+            let report = health.report();
+            let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
+            typed(
+                Response::new(Full::new(Bytes::from(body))),
+                "application/json",
+                report.status != Verdict::Fail,
+            )
         }
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        return r;
+        _ => {
+            let Ok(_scrape) = ctx.scrapes.try_acquire() else {
+                let busy = plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many scrapes in progress\n",
+                );
+                return retry_after(busy, Duration::from_secs(1));
+            };
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let (content_type, body) = render(&ctx.content.registry, accept);
+            typed(
+                Response::new(Full::new(Bytes::from(body))),
+                content_type,
+                true,
+            )
+        }
     }
-    let Ok(_scrape) = ctx.scrapes.try_acquire() else {
-        return retry_after(
-            plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many scrapes in progress\n",
-            ),
-            Duration::from_secs(1),
-        );
-    };
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
-    let (content_type, body) = render(&ctx.content.registry, wants_openmetrics(accept));
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
 }
 
 #[cfg(test)]

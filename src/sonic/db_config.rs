@@ -93,12 +93,15 @@ pub struct DbLayout {
 
 /// Parses one `database_config.json` text; `origin` names it in errors.
 pub fn parse_layout(text: &str, origin: &Path) -> Result<DbLayout> {
-    let raw: RawConfig = serde_json::from_str(text).with_context(|| {
+    let not_valid = || {
         format!(
             "{} is not a valid SONiC database_config.json (expected INSTANCES and DATABASES objects)",
             origin.display()
         )
-    })?;
+    };
+    let value: serde_json::Value = serde_json::from_str(text).with_context(not_valid)?;
+    check_field_types(&value).with_context(|| format!("{}", origin.display()))?;
+    let raw: RawConfig = serde_json::from_value(value).with_context(not_valid)?;
     let resolve = |name: &str| -> Result<Database> {
         let db = raw.databases.get(name).ok_or_else(|| {
             anyhow!(
@@ -166,6 +169,36 @@ pub fn parse_layout(text: &str, origin: &Path) -> Result<DbLayout> {
         }
     }
     Ok(layout)
+}
+
+/// Names the field whose value has the wrong type (serde's own message
+/// names only the expected type).
+fn check_field_types(value: &serde_json::Value) -> Result<()> {
+    use serde_json::Value;
+    type Check = fn(&Value) -> bool;
+    let fields: [(&str, &str, Check); 6] = [
+        ("INSTANCES", "hostname", Value::is_string),
+        ("INSTANCES", "port", |v| {
+            v.as_u64().is_some_and(|p| p <= 65_535)
+        }),
+        ("INSTANCES", "unix_socket_path", Value::is_string),
+        ("DATABASES", "id", Value::is_i64),
+        ("DATABASES", "separator", Value::is_string),
+        ("DATABASES", "instance", Value::is_string),
+    ];
+    for (section, field, ok) in fields {
+        let entries = value
+            .get(section)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten();
+        for (name, entry) in entries {
+            if let Some(v) = entry.get(field).filter(|v| !v.is_null() && !ok(v)) {
+                bail!("{section}.{name}.{field} is {v}, which is not a valid {field}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the layout from `path`, or for a multi-ASIC `namespace` from the

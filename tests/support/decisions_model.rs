@@ -175,7 +175,7 @@ pub fn run(data: &[u8]) -> Exercised {
         }
         progress.tick(&mut queue, clock);
         check_progress(
-            &metrics,
+            &progress,
             &configured_in_config_db,
             &rows_landed,
             &refused,
@@ -223,7 +223,7 @@ pub fn run(data: &[u8]) -> Exercised {
         }
     }
     check_progress(
-        &metrics,
+        &progress,
         &configured_in_config_db,
         &rows_landed,
         &refused,
@@ -257,13 +257,13 @@ fn note(
 }
 
 fn check_progress(
-    metrics: &Metrics,
+    progress: &Progress,
     config: &HashSet<PortName>,
     rows_landed: &HashSet<PortName>,
     refused: &HashSet<PortName>,
     redis: &ModelRedis,
 ) {
-    if redis.produced.contains(&b"PortInitDone"[..]) || metrics.port_init_done.get() == 1 {
+    if redis.produced.contains(&b"PortInitDone"[..]) || progress.init_done {
         for port in config {
             assert!(
                 rows_landed.contains(port) || refused.contains(port),
