@@ -545,3 +545,38 @@ fn check_config_shows_the_user_never_the_password() {
         "{text}"
     );
 }
+
+/// Before any user or password matters: a socket that is not there is
+/// named (today's words were `No such file or directory` for a missing
+/// socket and a missing database config alike); a missing database config
+/// is refused naming its path.
+#[test]
+fn a_missing_socket_or_database_config_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nowhere/redis.sock");
+    let db_config = dir.path().join("database_config.json");
+    let config = serde_json::json!({
+        "INSTANCES": {"redis": {"unix_socket_path": socket}},
+        "DATABASES": {
+            "APPL_DB": {"id": APPL_DB, "separator": ":", "instance": "redis"},
+            "CONFIG_DB": {"id": CONFIG_DB, "separator": "|", "instance": "redis"},
+            "STATE_DB": {"id": STATE_DB, "separator": "|", "instance": "redis"},
+        },
+    });
+    std::fs::write(&db_config, serde_json::to_vec(&config).unwrap()).unwrap();
+    let mut daemon = Daemon::start_here(&db_config, &[]);
+    wait_log(
+        &daemon,
+        &format!("the unix socket {} does not exist", socket.display()),
+    );
+    daemon.assert_alive();
+    let missing = dir.path().join("missing.json");
+    let mut daemon = Daemon::start_here(&missing, &[]);
+    let status = daemon.wait_exit(DEADLINE);
+    assert_eq!(status.code(), Some(2), "{}", daemon.log());
+    assert!(
+        daemon.log().contains(missing.to_str().unwrap()),
+        "{}",
+        daemon.log()
+    );
+}

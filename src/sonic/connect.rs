@@ -187,6 +187,27 @@ pub fn explain(err: &redis::RedisError, db: &Database, access: &RedisAccess) -> 
     )
 }
 
+/// The kind of the I/O error under `err`, if it is one: from the error
+/// chain, else from the OS error number redis-rs puts in its text.
+fn io_kind(err: &redis::RedisError) -> Option<IoKind> {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = e.source();
+    }
+    let text = err.to_string();
+    let errno = text
+        .split("(os error ")
+        .nth(1)?
+        .split(')')
+        .next()?
+        .parse()
+        .ok()?;
+    Some(std::io::Error::from_raw_os_error(errno).kind())
+}
+
 /// [`explain`] for an error of `client`'s, `what` naming the database,
 /// with the access the daemon was started with.
 pub fn explain_client(err: &redis::RedisError, what: &str, client: &Client) -> String {
@@ -228,9 +249,8 @@ fn describe(err: &redis::RedisError, what: &str, addr: &str, access: &RedisAcces
              command and key refused)"
         );
     }
-    let io = std::error::Error::source(err).and_then(|s| s.downcast_ref::<std::io::Error>());
     let is_socket = Path::new(addr).is_absolute();
-    match io.map(std::io::Error::kind) {
+    match io_kind(err) {
         Some(IoKind::NotFound) if is_socket => format!(
             "cannot reach Redis for {what}: the unix socket {addr} does not exist (is Redis \
              running? is unix_socket_path in database_config.json right?)"
