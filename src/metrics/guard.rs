@@ -1,6 +1,6 @@
-//! The guard in front of the service: everything that decides whether a
-//! connection or a request may go on, and the audit trail of what it
-//! refused.
+//! The guard in front of the service ([`Guard`]): everything that decides
+//! whether a connection or a request may go on, and the audit trail of
+//! what it refused.
 //!
 //! - **Unverified connections** (still in their TLS handshake) have a budget
 //!   of their own, apart from the capacity verified clients use
@@ -9,10 +9,11 @@
 //!   only certificates naming an allowed DNS, URI or IP SAN may scrape
 //!   (never the subject CN: the rule the Prometheus exporter toolkit
 //!   settled on). It notes the names a client presented ([`PRESENTED`]).
-//! - **Limits** on verified clients: token buckets, global and per client
-//!   identity ([`RateLimiter`]); fixed request-head limits.
+//! - **Limits** on verified clients: the verified places, token buckets
+//!   (global and per client identity), the parallel scrapes; fixed
+//!   request-head limits.
 //! - **Audit events**: refused clients are the one event an attacker can
-//!   cause at will, so they are rate limited ([`RefusalLog`]): past the
+//!   cause at will, so they are rate limited: past the
 //!   budget they are counted, and the next event that gets through says how
 //!   many were left out (`suppressed`). docs/security.md lists every event.
 
@@ -27,10 +28,12 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, oneshot};
 use tracing::warn;
 
+use super::registry::EndpointMetrics;
 use super::x509::{names, subject_alt_names};
+use crate::config::endpoint::MetricsArgs;
 
 struct Entry {
     source: IpAddr,
@@ -258,6 +261,11 @@ pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 32;
 /// Most client identities tracked; the stalest are forgotten first.
 const MAX_TRACKED_CLIENTS: usize = 1024;
+/// Refused-client events per second, and in a burst.
+const REFUSED_PER_SECOND: f64 = 10.0;
+const REFUSED_BURST: f64 = 50.0;
+
+pub const CLIENT_REFUSED: &str = "metrics_client_refused";
 
 /// A token bucket: `rate` tokens per second, at most `burst`.
 #[derive(Debug)]
@@ -292,113 +300,161 @@ impl TokenBucket {
     }
 }
 
-/// Rate and burst of one kind of bucket.
-#[derive(Debug, Clone, Copy)]
-pub struct Rate {
-    pub per_second: f64,
-    pub burst: f64,
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Rate {
-    fn bucket(self, now: Instant) -> TokenBucket {
-        TokenBucket::new(self.per_second, self.burst, now)
-    }
-}
-
-/// The global and per-client buckets.
-pub struct RateLimiter {
-    per_client: Rate,
+/// The guard of one open endpoint: every admission decision, counted in
+/// the endpoint's metrics, and the (rate-limited) audit of every refusal.
+pub struct Guard {
+    /// Connections still in their handshake.
+    pub unverified: UnverifiedPool,
+    /// Places for verified connections (`--metrics-max-connections`).
+    verified: Arc<Semaphore>,
+    /// `/metrics` renders at once (`--metrics-max-parallel-scrapes`).
+    scrapes: Semaphore,
+    /// Requests: the global bucket, and one per client identity.
     global: Mutex<TokenBucket>,
+    per_client: (f64, f64),
     clients: Mutex<HashMap<String, TokenBucket>>,
+    /// The budget of refused-client events, and how many it left out.
+    refusals: Mutex<TokenBucket>,
+    suppressed: AtomicU64,
+    endpoint: EndpointMetrics,
 }
 
-impl RateLimiter {
-    pub fn new(global: Rate, per_client: Rate) -> Self {
+impl Guard {
+    pub fn new(args: &MetricsArgs, endpoint: EndpointMetrics) -> Self {
+        let now = Instant::now();
+        let (rate, burst) = (
+            f64::from(args.metrics_rate_limit),
+            f64::from(args.metrics_rate_burst),
+        );
+        let per_client = (
+            f64::from(args.metrics_client_rate_limit),
+            f64::from(args.metrics_client_rate_burst),
+        );
         Self {
+            unverified: UnverifiedPool::new(
+                args.metrics_max_unverified as usize,
+                args.metrics_max_unverified_per_source as usize,
+            ),
+            verified: Arc::new(Semaphore::new(args.metrics_max_connections as usize)),
+            scrapes: Semaphore::new(args.metrics_max_parallel_scrapes as usize),
+            global: Mutex::new(TokenBucket::new(rate, burst, now)),
             per_client,
-            global: Mutex::new(global.bucket(Instant::now())),
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::default(),
+            refusals: Mutex::new(TokenBucket::new(REFUSED_PER_SECOND, REFUSED_BURST, now)),
+            suppressed: AtomicU64::new(0),
+            endpoint,
         }
     }
 
-    /// Admits one request from `client`, or gives the `Retry-After` delay.
+    /// A new connection from `peer`: its place among the unverified (an
+    /// older one may be closed for it, counted `evicted`).
+    pub fn arrive(&self, peer: IpAddr) -> Ticket {
+        let (ticket, closed_one) = self.unverified.admit(peer);
+        if closed_one {
+            self.endpoint.refused("evicted");
+        }
+        ticket
+    }
+
+    /// After the handshake: a place among the verified connections, or the
+    /// refusal counted (a failed handshake under `reason`) and audited.
+    pub fn verified(
+        &self,
+        peer: SocketAddr,
+        presented: &[String],
+        handshake: Result<(), &'static str>,
+    ) -> Option<OwnedSemaphorePermit> {
+        let reason = match handshake {
+            Ok(()) => match self.verified.clone().try_acquire_owned() {
+                Ok(permit) => return Some(permit),
+                Err(_) => "max_connections",
+            },
+            Err(reason) => reason,
+        };
+        match reason {
+            "evicted" => {}
+            "max_connections" => self.endpoint.refused(reason),
+            _ => self.endpoint.handshake_failed(reason),
+        }
+        self.refused(peer, presented, reason);
+        None
+    }
+
+    /// One request from `client`, or the `Retry-After` delay.
     pub fn admit(&self, client: &str) -> Result<(), Duration> {
         let now = Instant::now();
         {
-            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-            if !clients.contains_key(client)
-                && clients.len() >= MAX_TRACKED_CLIENTS
-                && let Some(stalest) = clients
+            let mut clients = locked(&self.clients);
+            if !clients.contains_key(client) && clients.len() >= MAX_TRACKED_CLIENTS {
+                let stalest = clients
                     .iter()
                     .min_by_key(|(_, b)| b.last)
-                    .map(|(k, _)| k.clone())
-            {
-                clients.remove(&stalest);
+                    .map(|(k, _)| k.clone());
+                stalest.map(|k| clients.remove(&k));
             }
-            clients
+            let (rate, burst) = self.per_client;
+            let bucket = clients
                 .entry(client.to_string())
-                .or_insert_with(|| self.per_client.bucket(now))
-                .take(now)?;
+                .or_insert_with(|| TokenBucket::new(rate, burst, now));
+            bucket.take(now)?;
         }
-        self.global
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(now)
+        locked(&self.global).take(now)
     }
-}
 
-/// Refused-client events per second, and in a burst.
-const REFUSED_PER_SECOND: f64 = 10.0;
-const REFUSED_BURST: f64 = 50.0;
-
-pub const CLIENT_REFUSED: &str = "metrics_client_refused";
-pub const ENDPOINT_OPEN: &str = "metrics_endpoint_open";
-pub const ENDPOINT_CLOSED: &str = "metrics_endpoint_closed";
-pub const RELOAD_WATCHER_DIED: &str = "metrics_reload_watcher_died";
-
-/// The budget of refused-client events.
-pub struct RefusalLog {
-    bucket: Mutex<TokenBucket>,
-    suppressed: AtomicU64,
-}
-
-impl Default for RefusalLog {
-    fn default() -> Self {
-        Self {
-            bucket: Mutex::new(TokenBucket::new(
-                REFUSED_PER_SECOND,
-                REFUSED_BURST,
-                Instant::now(),
-            )),
-            suppressed: AtomicU64::new(0),
-        }
+    /// A place to render `/metrics`, if one is free.
+    pub fn scrape(&self) -> Option<SemaphorePermit<'_>> {
+        self.scrapes.try_acquire().ok()
     }
-}
 
-impl RefusalLog {
     /// A client was refused: its address, the SANs it presented (empty when
     /// it presented no certificate or got no further than TCP) and why.
-    pub fn refused(&self, peer: SocketAddr, sans: &[String], reason: &str) {
-        let admitted = self
-            .bucket
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(Instant::now())
-            .is_ok();
-        if !admitted {
+    fn refused(&self, peer: SocketAddr, sans: &[String], reason: &str) {
+        if locked(&self.refusals).take(Instant::now()).is_err() {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-        warn!(
-            event = CLIENT_REFUSED,
-            peer = %peer.ip(),
-            port = peer.port(),
-            sans = %sans.join(","),
-            reason,
-            suppressed,
-            "metrics client refused"
-        );
+        warn!(event = CLIENT_REFUSED, peer = %peer.ip(), port = peer.port(), sans = %sans.join(","),
+              reason, suppressed, "metrics client refused");
+    }
+}
+
+/// The `reason` label of a failed handshake.
+pub fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError as C, PeerIncompatible as P};
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
+        return "connection_closed";
+    };
+    match tls {
+        Error::NoCertificatesPresented => "no_client_certificate",
+        Error::InvalidCertificate(C::UnknownIssuer) => "unknown_issuer",
+        Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
+        Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "not_yet_valid",
+        Error::InvalidCertificate(C::Revoked) => "revoked",
+        Error::InvalidCertificate(C::BadSignature) => "bad_signature",
+        Error::InvalidCertificate(C::Other(o)) if o.0.downcast_ref::<NotAllowed>().is_some() => {
+            "client_not_allowed"
+        }
+        Error::InvalidCertificate(_) => "bad_certificate",
+        Error::PeerIncompatible(P::NoCipherSuitesInCommon) => "no_common_cipher_suite",
+        Error::PeerIncompatible(P::NoKxGroupsInCommon) => "no_common_key_exchange",
+        Error::PeerIncompatible(
+            P::NoSignatureSchemesInCommon | P::NoCertificateRequestSignatureSchemesInCommon,
+        ) => "no_common_signature_scheme",
+        Error::PeerIncompatible(
+            P::SupportedVersionsExtensionRequired
+            | P::Tls12NotOffered
+            | P::Tls12NotOfferedOrEnabled,
+        ) => "no_common_version",
+        Error::PeerIncompatible(_) => "peer_incompatible",
+        Error::AlertReceived(_) => "alert_received",
+        Error::NoApplicationProtocol => "no_common_alpn",
+        Error::InvalidMessage(_) | Error::InappropriateHandshakeMessage { .. } => "invalid_message",
+        _ => "other",
     }
 }
 
@@ -491,20 +547,13 @@ mod tests {
 
     #[test]
     fn one_client_cannot_use_up_another_clients_share() {
-        let r = RateLimiter::new(
-            Rate {
-                per_second: 50.0,
-                burst: 100.0,
-            },
-            Rate {
-                per_second: 5.0,
-                burst: 20.0,
-            },
-        );
+        use clap::Parser;
+        let cli = crate::config::Cli::try_parse_from(["portsyncd"]).unwrap();
+        let guard = Guard::new(&cli.metrics, EndpointMetrics::default());
         for _ in 0..20 {
-            r.admit("a").unwrap();
+            guard.admit("a").unwrap();
         }
-        assert!(r.admit("a").is_err());
-        r.admit("b").unwrap();
+        assert!(guard.admit("a").is_err());
+        guard.admit("b").unwrap();
     }
 }

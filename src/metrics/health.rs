@@ -30,6 +30,7 @@ pub enum Verdict {
     Fail,
 }
 
+/// One check of `/healthz`: its name, verdict and why.
 #[derive(Debug, Serialize)]
 pub struct Check {
     pub name: &'static str,
@@ -37,6 +38,16 @@ pub struct Check {
     pub detail: String,
 }
 
+fn check(name: &'static str, status: Verdict, detail: impl Into<String>) -> Check {
+    let detail = detail.into();
+    Check {
+        name,
+        status,
+        detail,
+    }
+}
+
+/// `/healthz`: the worst verdict, and every check.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub status: Verdict,
@@ -57,25 +68,10 @@ pub struct Health {
     overruns: Mutex<(u64, Option<Instant>)>,
 }
 
-fn check(name: &'static str, status: Verdict, detail: impl Into<String>) -> Check {
-    let detail = detail.into();
-    Check {
-        name,
-        status,
-        detail,
-    }
-}
-
 impl Health {
-    pub fn new(
-        status: Status,
-        metrics: Metrics,
-        endpoint: EndpointMetrics,
-        queue_capacity: u64,
-    ) -> Self {
-        let seen = metrics.netlink_overruns.get();
-        let overruns = Mutex::new((seen, None));
-        let stale_after = MIN_STALE_AFTER;
+    pub fn new(status: Status, metrics: Metrics, endpoint: EndpointMetrics, queue: u64) -> Self {
+        let overruns = Mutex::new((metrics.netlink_overruns.get(), None));
+        let (queue_capacity, stale_after) = (queue, MIN_STALE_AFTER);
         Self {
             status,
             metrics,
@@ -101,16 +97,17 @@ impl Health {
 
     pub fn ready(&self) -> Answer {
         let s = self.status.snapshot();
-        let mut missing = Vec::new();
-        if self.status.progress() != Phase::Initialized {
-            missing.push("PortInitDone not written yet".to_string());
-        }
-        if let Err(why) = &s.redis {
-            missing.push(format!("Redis not reachable: {why}"));
-        }
-        if s.phase == Phase::Stopping {
-            missing.push("stopping".to_string());
-        }
+        let missing: Vec<String> = [
+            (self.status.progress() != Phase::Initialized)
+                .then(|| "PortInitDone not written yet".into()),
+            s.redis
+                .err()
+                .map(|why| format!("Redis not reachable: {why}")),
+            (s.phase == Phase::Stopping).then(|| "stopping".into()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         match missing.is_empty() {
             true => (
                 true,
@@ -138,20 +135,27 @@ impl Health {
             self.status.snapshot(),
             self.status.progress(),
         );
-        let recent_overrun = self
+        let overrun = self
             .observe_overruns()
             .is_some_and(|t| t.elapsed() < RECENT_OVERRUN);
-        let depth = m.queue_depth.get().max(0) as u64;
-        let queue = format!("{depth} of {} keys pending", self.queue_capacity);
+        let (depth, capacity) = (m.queue_depth.get().max(0) as u64, self.queue_capacity);
         let failing = m.redis_keys_failing.get();
-        let mut checks = vec![
-            match &s.redis {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let expiry = self
+            .endpoint
+            .expiry("server")
+            .min(self.endpoint.expiry("ca"));
+        let days = (expiry - now) / 86_400;
+        let checks = vec![
+            match s.redis {
                 Ok(()) => check("redis", Pass, "connected"),
-                Err(why) => check("redis", Fail, why.as_str()),
+                Err(why) => check("redis", Fail, why),
             },
-            match &s.netlink {
-                Err(why) => check("netlink", Fail, why.as_str()),
-                Ok(()) if recent_overrun => check(
+            match s.netlink {
+                Err(why) => check("netlink", Fail, why),
+                Ok(()) if overrun => check(
                     "netlink",
                     Warn,
                     "receive buffer overrun in the last minute; resynced",
@@ -162,11 +166,15 @@ impl Health {
                 (true, _) => check("data_path", Pass, "goes round"),
                 (false, why) => check("data_path", Fail, why.trim()),
             },
-            match depth {
-                d if d >= self.queue_capacity => check("queue", Fail, queue),
-                d if d >= self.queue_capacity * 8 / 10 => check("queue", Warn, queue),
-                _ => check("queue", Pass, queue),
-            },
+            check(
+                "queue",
+                match depth {
+                    d if d >= capacity => Fail,
+                    d if d >= capacity * 8 / 10 => Warn,
+                    _ => Pass,
+                },
+                format!("{depth} of {capacity} keys pending"),
+            ),
             match failing {
                 0 => check("redis_keys", Pass, "every key is written"),
                 n => check(
@@ -185,40 +193,24 @@ impl Health {
                 true => check("warm_restart", Pass, "reconciled (or cold start)"),
                 false => check("warm_restart", Warn, "not reconciled yet"),
             },
+            match expiry - now {
+                left if left <= 0 => {
+                    check("certificates", Fail, "a certificate in service has expired")
+                }
+                left if left < EXPIRY_WARNING_SECONDS => check(
+                    "certificates",
+                    Warn,
+                    format!("a certificate expires in {days} day(s)"),
+                ),
+                _ => check(
+                    "certificates",
+                    Pass,
+                    format!("{days} day(s) until the first expiry"),
+                ),
+            },
         ];
-        checks.push(self.certificate_check());
         let status = checks.iter().map(|c| c.status).max().unwrap_or(Pass);
         Report { status, checks }
-    }
-
-    fn certificate_check(&self) -> Check {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let soonest = self
-            .endpoint
-            .expiry("server")
-            .min(self.endpoint.expiry("ca"));
-        let days = (soonest - now) / 86_400;
-        if soonest <= now {
-            check(
-                "certificates",
-                Verdict::Fail,
-                "a certificate in service has expired",
-            )
-        } else if soonest - now < EXPIRY_WARNING_SECONDS {
-            check(
-                "certificates",
-                Verdict::Warn,
-                format!("a certificate expires in {days} day(s)"),
-            )
-        } else {
-            check(
-                "certificates",
-                Verdict::Pass,
-                format!("{days} day(s) until the first expiry"),
-            )
-        }
     }
 }
 

@@ -57,46 +57,35 @@ const HINT: &str = "certs-example/gen-certs.sh shows how to make a set";
 /// signatures: ECDSA on P-384 with SHA-384, picked out of the provider's
 /// table by algorithm identifier.
 static CNSA_VERIFY_ALGS: LazyLock<WebPkiSupportedAlgorithms> = LazyLock::new(|| {
-    let all = aws_lc_rs::default_provider().signature_verification_algorithms;
-    let chosen: Vec<_> = (all.all.iter().copied())
-        .filter(|a| {
-            a.public_key_alg_id() == alg_id::ECDSA_P384
-                && a.signature_alg_id() == alg_id::ECDSA_SHA384
-        })
-        .collect();
-    let chosen: &'static [_] = Box::leak(chosen.into_boxed_slice());
-    let mapping: &'static [_] =
-        Box::leak(Box::new([(SignatureScheme::ECDSA_NISTP384_SHA384, chosen)]));
-    WebPkiSupportedAlgorithms {
-        all: chosen,
-        mapping,
-    }
+    let all = aws_lc_rs::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let p384 = |a: &&&dyn rustls::pki_types::SignatureVerificationAlgorithm| {
+        (a.public_key_alg_id(), a.signature_alg_id()) == (alg_id::ECDSA_P384, alg_id::ECDSA_SHA384)
+    };
+    let all: &'static [_] = Box::leak(all.iter().filter(p384).copied().collect());
+    let mapping = Box::leak(Box::new([(SignatureScheme::ECDSA_NISTP384_SHA384, all)]));
+    WebPkiSupportedAlgorithms { all, mapping }
 });
 
 impl TlsProfile {
     /// The crypto provider: aws-lc-rs reduced to this profile's algorithms.
     pub fn provider(self) -> CryptoProvider {
+        use cipher_suite::{
+            TLS13_AES_128_GCM_SHA256 as AES128, TLS13_AES_256_GCM_SHA384 as AES256,
+        };
+        use kx_group::{MLKEM1024, SECP256R1, SECP384R1, X25519, X25519MLKEM768};
         let base = aws_lc_rs::default_provider();
         match self {
             TlsProfile::Cnsa => CryptoProvider {
-                cipher_suites: vec![cipher_suite::TLS13_AES_256_GCM_SHA384],
-                kx_groups: vec![kx_group::MLKEM1024, kx_group::SECP384R1],
+                cipher_suites: vec![AES256],
+                kx_groups: vec![MLKEM1024, SECP384R1],
                 signature_verification_algorithms: *CNSA_VERIFY_ALGS,
                 ..base
             },
             TlsProfile::Modern => CryptoProvider {
-                cipher_suites: vec![
-                    cipher_suite::TLS13_AES_256_GCM_SHA384,
-                    cipher_suite::TLS13_AES_128_GCM_SHA256,
-                    cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-                ],
-                kx_groups: vec![
-                    kx_group::MLKEM1024,
-                    kx_group::X25519MLKEM768,
-                    kx_group::SECP384R1,
-                    kx_group::X25519,
-                    kx_group::SECP256R1,
-                ],
+                cipher_suites: vec![AES256, AES128, cipher_suite::TLS13_CHACHA20_POLY1305_SHA256],
+                kx_groups: vec![MLKEM1024, X25519MLKEM768, SECP384R1, X25519, SECP256R1],
                 ..base
             },
         }
@@ -105,17 +94,16 @@ impl TlsProfile {
 
 /// Reads a file, turning the usual failures into errors that say what to do.
 fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let p = path.display();
     bounded_file::read(path, what, bounded_file::PEM_CAP).map_err(|e| match e.kind() {
         ErrorKind::NotFound => {
             anyhow!(
-                "the {what} {} is missing: install it there or point the setting at it ({HINT})",
-                path.display()
+                "the {what} {p} is missing: install it there or point the setting at it ({HINT})"
             )
         }
         ErrorKind::PermissionDenied => anyhow!(
-            "the {what} {} is not readable by this process: make it readable by the portsyncd user \
-             (owner, mode 0600 for keys)",
-            path.display()
+            "the {what} {p} is not readable by this process: make it readable by the portsyncd \
+             user (owner, mode 0600 for keys)"
         ),
         // bounded_file's own message names the file and the fix.
         _ => anyhow!("{e}"),
@@ -124,15 +112,11 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
 
 /// The PEM items of `kind` in a file; at least one.
 fn read_pem<T: PemObject>(path: &Path, what: &str, kind: &str) -> Result<Vec<T>> {
-    let pem = read(path, what)?;
-    let items = T::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow!("the {what} {} is not valid PEM: {e:?}", path.display()))?;
+    let (pem, p) = (read(path, what)?, path.display());
+    let items = T::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>();
+    let items = items.map_err(|e| anyhow!("the {what} {p} is not valid PEM: {e:?}"))?;
     if items.is_empty() {
-        bail!(
-            "the {what} {} holds no PEM {kind} (-----BEGIN {kind}-----); {HINT}",
-            path.display()
-        );
+        bail!("the {what} {p} holds no PEM {kind} (-----BEGIN {kind}-----); {HINT}");
     }
     Ok(items)
 }
@@ -140,39 +124,31 @@ fn read_pem<T: PemObject>(path: &Path, what: &str, kind: &str) -> Result<Vec<T>>
 /// Refuses a certificate that has expired or cannot be read; returns its
 /// `notAfter`.
 fn check_not_expired(der: &[u8], path: &Path, what: &str) -> Result<i64> {
-    let end = not_after(der).ok_or_else(|| {
-        anyhow!(
-            "the {what} {} is not a readable X.509 certificate",
-            path.display()
-        )
-    })?;
+    let p = path.display();
+    let end = not_after(der)
+        .ok_or_else(|| anyhow!("the {what} {p} is not a readable X.509 certificate"))?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     if end <= now {
         let days = (now - end) / 86_400;
-        bail!(
-            "the {what} {} expired {days} day(s) ago: renew it and reload (SIGHUP)",
-            path.display()
-        );
+        bail!("the {what} {p} expired {days} day(s) ago: renew it and reload (SIGHUP)");
     }
     Ok(end)
 }
 
 /// Refuses a private key that group or others may read.
 fn check_key_permissions(path: &Path) -> Result<()> {
-    let meta = fs::metadata(path).map_err(|e| {
-        anyhow!(
-            "the metrics key {} cannot be examined: {e}; install it with mode 0600",
-            path.display()
-        )
+    let p = path.display();
+    let meta = fs::metadata(path);
+    let meta = meta.map_err(|e| {
+        anyhow!("the metrics key {p} cannot be examined: {e}; install it with mode 0600")
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         bail!(
-            "the metrics key {p} has mode {mode:04o}, readable by group or others: run `chmod 600 {p}` \
-             (and keep it owned by the portsyncd user)",
-            p = path.display()
+            "the metrics key {p} has mode {mode:04o}, readable by group or others: run `chmod 600 \
+             {p}` (and keep it owned by the portsyncd user)"
         );
     }
     Ok(())
@@ -184,10 +160,9 @@ fn check_crl(der: &CertificateRevocationListDer<'_>, path: &Path) -> Result<()> 
     let Err(e) = webpki::OwnedCertRevocationList::from_der(der) else {
         return Ok(());
     };
-    let lacks_number =
-        x509_parser::parse_x509_crl(der).is_ok_and(|(_, crl)| crl.crl_number().is_none());
+    let crl = x509_parser::parse_x509_crl(der);
     let hint = match e {
-        _ if lacks_number => {
+        _ if crl.is_ok_and(|(_, crl)| crl.crl_number().is_none()) => {
             "it has no CRL Number extension, which RFC 5280 requires: make it with `openssl ca \
              -gencrl` and a `crlnumber` file named in the CA's configuration"
         }
@@ -214,8 +189,8 @@ pub struct Built {
 pub fn build(args: &MetricsArgs) -> Result<Built> {
     catch_unwind(AssertUnwindSafe(|| build_unguarded(args))).unwrap_or_else(|_| {
         Err(anyhow!(
-            "reading the metrics TLS files ({}) failed inside a parser (a bug: please report it with \
-             the files); replace them with a set from certs-example/gen-certs.sh",
+            "reading the metrics TLS files ({}) failed inside a parser (a bug: please report it \
+             with the files); replace them with a set from certs-example/gen-certs.sh",
             files(args)
         ))
     })
@@ -223,84 +198,69 @@ pub fn build(args: &MetricsArgs) -> Result<Built> {
 
 fn build_unguarded(args: &MetricsArgs) -> Result<Built> {
     let (cert_path, key_path, ca_path) = (&args.metrics_cert, &args.metrics_key, &args.metrics_ca);
+    let (cert_p, key_p) = (cert_path.display(), key_path.display());
     let (chain, cert_not_after) = (|| {
         let chain: Vec<CertificateDer> = read_pem(cert_path, "metrics certificate", "CERTIFICATE")?;
         let end = check_not_expired(&chain[0], cert_path, "metrics certificate")?;
-        Ok::<_, anyhow::Error>((chain, end))
+        anyhow::Ok((chain, end))
     })()
     .with_context(|| key("metrics_cert"))?;
-    let key_pem = (|| {
+    let private_key = (|| {
         let pem = read(key_path, "metrics key")?;
         check_key_permissions(key_path)?;
-        PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-            anyhow!(
-                "the metrics key {} holds no PEM private key ({e:?}); {HINT}",
-                key_path.display()
-            )
-        })
+        let key = PrivateKeyDer::from_pem_slice(&pem);
+        key.map_err(|e| anyhow!("the metrics key {key_p} holds no PEM private key ({e:?}); {HINT}"))
     })()
     .with_context(|| key("metrics_key"))?;
     let (roots, ca_not_after) = (|| {
-        let (mut roots, mut end) = (RootCertStore::empty(), i64::MAX);
+        let (mut roots, mut end, p) = (RootCertStore::empty(), i64::MAX, ca_path.display());
         for ca in read_pem::<CertificateDer>(ca_path, "metrics CA", "CERTIFICATE")? {
             end = end.min(check_not_expired(&ca, ca_path, "metrics CA")?);
-            roots.add(ca).map_err(|e| {
-                anyhow!(
-                    "the metrics CA {} holds a certificate that cannot be a trust anchor: {e}",
-                    ca_path.display()
-                )
+            let added = roots.add(ca);
+            added.map_err(|e| {
+                anyhow!("the metrics CA {p} holds a certificate that cannot be a trust anchor: {e}")
             })?;
         }
-        Ok::<_, anyhow::Error>((roots, end))
+        anyhow::Ok((roots, end))
     })()
     .with_context(|| key("metrics_ca"))?;
     let mut crls = Vec::new();
     for path in &args.metrics_crl {
-        for crl in read_pem::<CertificateRevocationListDer>(path, "metrics CRL", "X509 CRL")
-            .with_context(|| key("metrics_crl"))?
-        {
+        let found = read_pem::<CertificateRevocationListDer>(path, "metrics CRL", "X509 CRL");
+        for crl in found.with_context(|| key("metrics_crl"))? {
             check_crl(&crl, path).with_context(|| key("metrics_crl"))?;
             crls.push(crl);
         }
     }
-    let key = key_pem;
 
-    let profile = args.tls_profile;
-    let provider = Arc::new(profile.provider());
-    let signing_key =
-        (provider.key_provider.load_private_key(key.clone_key())).with_context(|| {
-            format!(
-                "the metrics key {} is not a usable private key",
-                key_path.display()
-            )
-        })?;
-    if profile == TlsProfile::Cnsa
-        && signing_key
-            .choose_scheme(&[SignatureScheme::ECDSA_NISTP384_SHA384])
-            .is_none()
-    {
+    let provider = Arc::new(args.tls_profile.provider());
+    let signing_key = provider
+        .key_provider
+        .load_private_key(private_key.clone_key());
+    let signing_key = signing_key
+        .with_context(|| format!("the metrics key {key_p} is not a usable private key"))?;
+    let p384 = signing_key
+        .choose_scheme(&[SignatureScheme::ECDSA_NISTP384_SHA384])
+        .is_some();
+    if args.tls_profile == TlsProfile::Cnsa && !p384 {
         bail!(
-            "the metrics key {} is not an ECDSA P-384 key, which --tls-profile cnsa requires; generate one \
-             with `openssl ecparam -name secp384r1 -genkey` (see certs-example/) or choose --tls-profile modern",
-            key_path.display()
+            "the metrics key {key_p} is not an ECDSA P-384 key, which --tls-profile cnsa requires; \
+             generate one with `openssl ecparam -name secp384r1 -genkey` (see certs-example/) or \
+             choose --tls-profile modern"
         );
     }
-    CertifiedKey::new(chain.clone(), signing_key).keys_match().map_err(|e| {
-        anyhow!(
-            "the metrics key {} does not belong to the certificate {} ({e}); install the matching pair",
-            key_path.display(),
-            cert_path.display()
+    let matching = CertifiedKey::new(chain.clone(), signing_key).keys_match();
+    matching.map_err(|e| {
+        anyhow!("the metrics key {key_p} does not belong to the certificate {cert_p} ({e}); install the matching pair")
+    })?;
+    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let webpki = webpki.with_crls(crls).build();
+    let webpki = webpki.with_context(|| {
+        format!(
+            "cannot build the client verifier from {}",
+            ca_path.display()
         )
     })?;
-    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .with_crls(crls)
-        .build()
-        .with_context(|| {
-            format!(
-                "cannot build the client verifier from {} and the CRLs",
-                ca_path.display()
-            )
-        })?;
     let verifier = Arc::new(AllowListVerifier::new(
         webpki,
         args.metrics_allow_client.clone(),
@@ -309,13 +269,8 @@ fn build_unguarded(args: &MetricsArgs) -> Result<Built> {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("the TLS profile does not support TLS 1.3")?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .with_context(|| {
-            format!(
-                "cannot use the metrics certificate {} with its key",
-                cert_path.display()
-            )
-        })?;
+        .with_single_cert(chain, private_key)
+        .with_context(|| format!("cannot use the metrics certificate {cert_p} with its key"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.max_early_data_size = 0;
     config.send_tls13_tickets = 0;
@@ -330,12 +285,16 @@ fn build_unguarded(args: &MetricsArgs) -> Result<Built> {
     })
 }
 
+/// The files behind a configuration.
+fn paths(args: &MetricsArgs) -> impl Iterator<Item = &std::path::PathBuf> {
+    [&args.metrics_cert, &args.metrics_key, &args.metrics_ca]
+        .into_iter()
+        .chain(&args.metrics_crl)
+}
+
 /// The files behind a configuration, for logs.
 pub fn files(args: &MetricsArgs) -> String {
-    let paths = [&args.metrics_cert, &args.metrics_key, &args.metrics_ca]
-        .into_iter()
-        .chain(&args.metrics_crl);
-    paths
+    paths(args)
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(",")
@@ -344,23 +303,16 @@ pub fn files(args: &MetricsArgs) -> String {
 /// What identifies the current contents of every file, cheaply: a change of
 /// any of these means "reload".
 fn files_stamp(args: &MetricsArgs) -> Vec<Option<(u64, i64, i64, u64)>> {
-    let paths = [&args.metrics_cert, &args.metrics_key, &args.metrics_ca]
-        .into_iter()
-        .chain(&args.metrics_crl);
-    paths
-        .map(|p| {
-            fs::metadata(p)
-                .ok()
-                .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
-        })
+    let stamp = |m: fs::Metadata| (m.ino(), m.mtime(), m.mtime_nsec(), m.len());
+    paths(args)
+        .map(|p| fs::metadata(p).ok().map(stamp))
         .collect()
 }
 
 /// Every check start-up makes of the TLS files, without serving (for
 /// `portsyncd check-config`). Returns the earliest `notAfter`.
 pub fn check_files(args: &MetricsArgs) -> Result<i64> {
-    let built = build(args)?;
-    Ok(built.cert_not_after.min(built.ca_not_after))
+    build(args).map(|built| built.cert_not_after.min(built.ca_not_after))
 }
 
 /// The configuration in service.
@@ -373,12 +325,12 @@ pub struct TlsState {
 impl TlsState {
     /// The configuration the endpoint opens with.
     pub fn new(args: MetricsArgs, endpoint: EndpointMetrics) -> Result<Self> {
-        let config = Self::build_recorded(&args, &endpoint)?;
+        let current = RwLock::new(Self::build_recorded(&args, &endpoint)?);
         endpoint.tls_last_reload_ok.set(1);
         Ok(Self {
             args,
             endpoint,
-            current: RwLock::new(config),
+            current,
         })
     }
 
@@ -433,8 +385,11 @@ impl TlsState {
                         tokio::time::sleep(POLL_INTERVAL).await;
                         continue;
                     }
+                    // The burst goes on while SIGHUPs come closer than
+                    // BURST_QUIET, for at most BURST_MAX.
                     let end = Instant::now() + BURST_MAX;
-                    while let Ok(Ok(())) = tokio::time::timeout_at((Instant::now() + BURST_QUIET).min(end), hup.changed()).await {}
+                    let quiet = || (Instant::now() + BURST_QUIET).min(end);
+                    while let Ok(Ok(())) = tokio::time::timeout_at(quiet(), hup.changed()).await {}
                     let count = *hup.borrow_and_update();
                     let trigger = match count - seen {
                         1 => "SIGHUP".to_string(),
