@@ -35,25 +35,10 @@ pub struct ReasonLabels {
 /// The paths served; anything else is 404 (and counted as `other`).
 pub const PATHS: [&str; 4] = ["/metrics", "/healthz", "/livez", "/readyz"];
 
-/// One HTTP answer: path (only the served ones, else `other`) and code.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub path: String,
-    pub code: String,
-}
-
-/// Which certificate file (`server`, `ca`).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FileLabels {
-    pub file: String,
-}
-
-/// What was built, as labels of a constant 1.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildLabels {
-    pub version: String,
-    pub tls_profile: String,
-}
+/// Labels of the endpoint's own families: an HTTP answer's `path` (only
+/// the served ones, else `other`) and `code`; a certificate `file`
+/// (`server`, `ca`); the build's `version` and `tls_profile`.
+pub type Labels<const N: usize> = [(&'static str, String); N];
 
 type Reasons = Family<ReasonLabels, Counter>;
 type F64Gauge = Gauge<f64, AtomicU64>;
@@ -145,13 +130,13 @@ metrics! {
         /// `evicted` (a newer unverified connection took its place), `max_connections`.
         connections_refused: Reasons = Family::default(), "metrics_connections_refused", None, "Connections refused, by reason";
         connections_open: Gauge = Gauge::default(), "metrics_connections_open", None, "TLS connections open on the metrics endpoint";
-        requests: Family<RequestLabels, Counter> = Family::default(), "metrics_requests", None, "HTTP answers of the metrics endpoint by path and code";
+        requests: Family<Labels<2>, Counter> = Family::default(), "metrics_requests", None, "HTTP answers of the metrics endpoint by path and code";
         tls_reloads: Reasons = Family::default(), "tls_reloads", None, "Reloads of the TLS files, by result";
         /// 0 also when the reload watcher had died.
         tls_last_reload_ok: Gauge = Gauge::default(), "tls_last_reload_success", None, "1 when the last TLS reload succeeded, 0 when the old files stayed in service";
         reload_watcher_restarts: Counter = Counter::default(), "tls_reload_watcher_restarts", None, "Times the TLS reload watcher ended and was restarted (a bug if above 0)";
-        certificate_expiry: Family<FileLabels, Gauge> = Family::default(), "tls_certificate_expiry_timestamp", SECONDS, "notAfter of the certificate in service, Unix time";
-        build_info: Family<BuildLabels, Gauge> = Family::default(), "build_info", None, "Constant 1, labelled with the version and TLS profile";
+        certificate_expiry: Family<Labels<1>, Gauge> = Family::default(), "tls_certificate_expiry_timestamp", SECONDS, "notAfter of the certificate in service, Unix time";
+        build_info: Family<Labels<2>, Gauge> = Family::default(), "build_info", None, "Constant 1, labelled with the version and TLS profile";
     }
 }
 
@@ -236,10 +221,7 @@ impl EndpointMetrics {
 
     pub fn answered(&self, path: &str, code: u16) {
         let path = if PATHS.contains(&path) { path } else { "other" };
-        let labels = RequestLabels {
-            path: path.to_string(),
-            code: code.to_string(),
-        };
+        let labels = [("path", path.to_string()), ("code", code.to_string())];
         self.requests.get_or_create(&labels).inc();
     }
 
@@ -249,19 +231,15 @@ impl EndpointMetrics {
     }
 
     pub fn set_expiry(&self, file: &str, not_after: i64) {
-        let labels = FileLabels {
-            file: file.to_string(),
-        };
         self.certificate_expiry
-            .get_or_create(&labels)
+            .get_or_create(&[("file", file.to_string())])
             .set(not_after);
     }
 
     pub fn expiry(&self, file: &str) -> i64 {
-        let labels = FileLabels {
-            file: file.to_string(),
-        };
-        self.certificate_expiry.get_or_create(&labels).get()
+        self.certificate_expiry
+            .get_or_create(&[("file", file.to_string())])
+            .get()
     }
 }
 
@@ -377,10 +355,10 @@ mod tests {
         e.answered("/metrics", 200);
         e.reloaded("ok");
         e.set_expiry("ca", 1);
-        let build = BuildLabels {
-            version: "1".into(),
-            tls_profile: "cnsa".into(),
-        };
+        let build = [
+            ("version", "1".to_string()),
+            ("tls_profile", "cnsa".to_string()),
+        ];
         e.build_info.get_or_create(&build).set(1);
         render(&registry(&m, &e, status), accept).1
     }

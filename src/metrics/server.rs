@@ -39,7 +39,7 @@ use super::guard::{
     Guard, MAX_HEADER_BYTES, MAX_HEADERS, PRESENTED, Ticket, handshake_failure_reason,
 };
 use super::health::{Health, Verdict};
-use super::registry::{BuildLabels, EndpointMetrics, Metrics, PATHS, registry, render};
+use super::registry::{EndpointMetrics, Metrics, PATHS, registry, render};
 use super::tls::{POLL_INTERVAL, TlsState};
 use crate::config::endpoint::MetricsArgs;
 use crate::status::Status;
@@ -76,15 +76,12 @@ type Reply = Response<Full<Bytes>>;
 pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64, status: Status) {
     super::process::record_start();
     let endpoint = EndpointMetrics::default();
-    let tls_profile = format!("{:?}", args.tls_profile).to_lowercase();
-    let version = env!("CARGO_PKG_VERSION").to_string();
-    endpoint
-        .build_info
-        .get_or_create(&BuildLabels {
-            version,
-            tls_profile,
-        })
-        .set(1);
+    let profile = format!("{:?}", args.tls_profile).to_lowercase();
+    let build = [
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("tls_profile", profile),
+    ];
+    endpoint.build_info.get_or_create(&build).set(1);
     let content = Arc::new(Content {
         registry: registry(&metrics, &endpoint, &status),
         health: Health::new(status, metrics, endpoint.clone(), queue_capacity),
