@@ -34,7 +34,7 @@ pub enum LogFormat {
 }
 
 /// What the logger is set up with (the command line and the file, as
-/// `crate::config` reads them): kept here so the logger does not depend on
+/// the configuration reads them): kept here so the logger does not depend on
 /// the command line's definition.
 #[derive(Debug, Clone)]
 pub struct LogSettings {

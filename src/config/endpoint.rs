@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 
-/// Which algorithms the endpoint accepts (`crate::metrics` builds each).
+/// Which algorithms the endpoint accepts (the endpoint builds each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TlsProfile {
     /// CNSA 2.0-style: TLS_AES_256_GCM_SHA384, ML-KEM-1024 (preferred) or
