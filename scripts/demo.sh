@@ -27,12 +27,8 @@ for cmd in "${!provides[@]}"; do
 done
 if ((${#missing[@]} > 0)); then
     say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null \
-        || ! apt-get install -y --no-install-recommends "${missing[@]}"; then
-        apt-get update
-        apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
+    # Without starting or enabling redis-server's service: the demo runs its own.
+    bash scripts/install-packages.sh "${missing[@]}"
 fi
 command -v cargo >/dev/null 2>&1 || die "cargo is needed (a Rust toolchain, see Cargo.toml's rust-version)"
 

@@ -42,14 +42,9 @@ if ((${#missing[@]} > 0)); then
         exit 1
     fi
     log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # apt-get update only when there is no package list, or when the list
-    # we have does not know a package.
-    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null \
-        || ! apt-get install -y --no-install-recommends "${missing[@]}"; then
-        apt-get update
-        apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
+    # Installed without starting or enabling their services (nginx,
+    # prometheus, redis-server, supervisor): the tests run their own.
+    bash scripts/install-packages.sh "${missing[@]}"
 fi
 
 # --- Rust toolchain components ---------------------------------------------

@@ -1,20 +1,23 @@
-//! Settings from the command line. Every tunable has a default that is
-//! right on a switch, so `/usr/bin/portsyncd` with no arguments works there.
+//! Settings from the command line (and the file, see `config_file`), and
+//! [`validate`]: the one check of them that both the daemon and
+//! `check-config` run, so the two cannot disagree. Every tunable has a
+//! default that is right on a switch, so `/usr/bin/portsyncd` with no
+//! arguments works there.
 
+pub mod endpoint;
+
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
 
-use crate::logging::LogOutput;
+pub use crate::logging::LogFormat;
 use crate::logging::syslog::DEFAULT_SOCKET as DEFAULT_SYSLOG_SOCKET;
-use crate::sonic::db_config::DEFAULT_DB_CONFIG;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+use crate::logging::{LogOutput, LogSettings};
+use crate::sonic::connect::{Clients, Password, RedisAccess};
+use crate::sonic::db_config::{DEFAULT_DB_CONFIG, DbLayout, load_layout};
 
 /// portsyncd: keeps SONiC's Redis in step with the kernel's front-panel ports.
 #[derive(Debug, Clone, Parser)]
@@ -41,6 +44,17 @@ pub struct Cli {
     /// unix socket.
     #[arg(long)]
     pub redis_tcp: bool,
+
+    /// Redis ACL user to authenticate as on every connection (see
+    /// docs/examples/redis-acl.conf for a least-privilege one). Needs
+    /// --redis-password-file.
+    #[arg(long, value_name = "NAME")]
+    pub redis_user: Option<String>,
+
+    /// File holding the Redis password (one line; a final newline is
+    /// ignored). It must not be readable by group or others. Never logged.
+    #[arg(long, value_name = "PATH")]
+    pub redis_password_file: Option<PathBuf>,
 
     /// Do not start the metrics and health endpoint.
     #[arg(long)]
@@ -82,15 +96,119 @@ pub struct Cli {
     pub shutdown_timeout: u64,
 
     #[command(flatten)]
-    pub metrics: crate::metrics::MetricsArgs,
+    pub metrics: endpoint::MetricsArgs,
+}
+
+/// How a refusal names a setting: the key as written in the file, and its
+/// flag.
+pub fn key(name: &str) -> String {
+    format!("`{name}` (--{})", name.replace('_', "-"))
+}
+
+/// Longest password file read (a Redis password is a line).
+const PASSWORD_CAP: u64 = 4096;
+
+/// What [`validate`] found usable.
+pub struct Checked {
+    pub layout: DbLayout,
+    pub access: RedisAccess,
+    pub clients: Clients,
+}
+
+/// Everything the daemon refuses to start with, in one place: the daemon
+/// (exit 2) and `check-config` (exit 1) both call this, with the same words.
+/// The endpoint's settings and files are not in it: what is wrong there
+/// keeps the endpoint closed, never the daemon down (an exit would restart
+/// the whole swss container); check-config refuses those on top.
+pub fn validate(cli: &Cli) -> Result<Checked> {
+    if let Some(level) = &cli.log_level {
+        crate::logging::check_level(level).with_context(|| key("log_level"))?;
+    }
+    let namespace = cli.effective_namespace();
+    let layout = load_layout(&cli.db_config, namespace.as_deref()).with_context(|| {
+        let ns = namespace
+            .as_ref()
+            .map(|ns| format!(" with {} {ns}", key("namespace")));
+        format!(
+            "{} {}{}",
+            key("db_config"),
+            cli.db_config.display(),
+            ns.unwrap_or_default()
+        )
+    })?;
+    let access = cli.redis_access()?;
+    let clients = Clients::new(&layout, &access)
+        .with_context(|| format!("{} {}", key("db_config"), cli.db_config.display()))?;
+    Ok(Checked {
+        layout,
+        access,
+        clients,
+    })
 }
 
 impl Cli {
-    /// How to reach Redis, as the flags say.
-    pub fn redis_access(&self) -> anyhow::Result<crate::sonic::connect::RedisAccess> {
-        Ok(crate::sonic::connect::RedisAccess {
+    /// How to reach Redis, as the flags say; reads the password file
+    /// (refusing one that group or others may read).
+    pub fn redis_access(&self) -> Result<RedisAccess> {
+        let mut access = RedisAccess {
             tcp: self.redis_tcp,
-        })
+            user: self.redis_user.clone(),
+            ..RedisAccess::default()
+        };
+        if let Some(user) = &self.redis_user
+            && (user.is_empty() || user.contains(|c: char| c.is_whitespace() || c.is_control()))
+        {
+            bail!("{} {user:?} is not a Redis user name", key("redis_user"));
+        }
+        let Some(path) = &self.redis_password_file else {
+            if self.redis_user.is_some() {
+                bail!(
+                    "{} needs {} too: the file holding that user's password",
+                    key("redis_user"),
+                    key("redis_password_file")
+                );
+            }
+            return Ok(access);
+        };
+        let what = key("redis_password_file");
+        let bytes = crate::bounded_file::read(path, "Redis password file", PASSWORD_CAP)
+            .with_context(|| what.clone())?;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("{what}: cannot examine {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "{what}: {} has mode {:04o}, readable by group or others: run `chmod 600 {}` \
+                 (owned by the user portsyncd runs as)",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow!("{what}: {} is not UTF-8 text", path.display()))?;
+        let password = text.strip_suffix('\n').unwrap_or(&text);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        if password.is_empty() || password.contains('\n') {
+            bail!(
+                "{what}: {} must hold the password on one line, and nothing else",
+                path.display()
+            );
+        }
+        access.password = Some(Password::new(password.to_string()));
+        access.password_file = Some(path.clone());
+        Ok(access)
+    }
+
+    /// What the logger is set up with.
+    pub fn log_settings(&self) -> LogSettings {
+        LogSettings {
+            format: self.log_format,
+            level: self.log_level.clone(),
+            output: self.log_output,
+            syslog_socket: self.syslog_socket.clone(),
+        }
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -163,12 +163,24 @@ fn check_alone(flag_args: &[OsString]) -> Result<()> {
     Cli::command()
         .try_get_matches_from(words)
         .map(drop)
-        .map_err(|e| {
-            // clap's message without its "Usage:" and "For more information" lines.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid value").trim();
-            anyhow!("{}", first.trim_start_matches("error: "))
-        })
+        .map_err(|e| anyhow!("{}", without_flag(&e)))
+}
+
+/// clap's message for one key, without its "Usage:" and "For more
+/// information" lines and without the flag's name (the caller names the
+/// key), keeping the possible values and the tip.
+fn without_flag(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut message = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(flag) = e.get(clap::error::ContextKind::InvalidArg) {
+        message = message.replace(&format!(" for '{flag}'"), "");
+    }
+    message.trim_start_matches("error: ").to_string()
 }
 
 /// Refuses a file key whose flag's environment variable says otherwise.
@@ -293,6 +305,20 @@ mod tests {
         assert!(e.contains("key `shutdown_timeout`"), "{e}");
         let e = error(&["portsyncd"], "log_format = \"xml\"\n");
         assert!(e.contains("key `log_format`"), "{e}");
+        let e = error(&["portsyncd"], "tls_profile = \"CNSA\"\n");
+        assert!(
+            e.contains("key `tls_profile`") && e.contains("[possible values: cnsa, modern]"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("--tls-profile"),
+            "names the key, not the flag: {e}"
+        );
+        let e = error(&["portsyncd"], "queue_capacity = \"lots\"\n");
+        assert!(
+            e.contains("key `queue_capacity`: invalid value 'lots'") && !e.contains("--queue"),
+            "{e}"
+        );
     }
 
     #[test]

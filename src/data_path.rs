@@ -501,9 +501,6 @@ impl Core {
     fn report(&mut self) {
         self.check_due = true;
         self.metrics.queue_depth.set(self.ports.pending() as i64);
-        self.metrics
-            .redis_up
-            .set(i64::from(self.writer.connected()));
     }
 }
 

@@ -68,7 +68,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     start_endpoint(&cli, &metrics, &status)?;
     let notifier = Arc::new(systemd::Notifier::from_env().context("bad NOTIFY_SOCKET")?);
     watch_signals(notifier.clone(), status.clone())?;
-    systemd::start(notifier.clone(), metrics.clone(), status.clone());
+    systemd::start(notifier.clone(), status.clone());
 
     let mut socket: Option<(AsyncFd<LinkSocket>, Vec<u32>)> = None;
     let mut after_data_loss = false;
@@ -86,7 +86,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             warm: inputs.warm.warm,
             dpu: inputs.dpu,
         };
-        metrics.warm_restart.set(i64::from(mode.warm));
         metrics
             .warm_restart_count
             .set(i64::try_from(inputs.warm.restore_count).unwrap_or(i64::MAX));
@@ -124,9 +123,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             Exit::DataLost => {
                 after_data_loss = true;
                 status.set_phase(Phase::Starting);
-                metrics.port_config_done.set(0);
-                metrics.port_init_done.set(0);
-                metrics.warm_restart_reconciled.set(0);
             }
         }
     }
@@ -156,11 +152,10 @@ async fn read_inputs(
     let mut said_waiting = false;
     loop {
         // Waiting for Redis (or for CONFIG_DB after a data loss) is progress
-        // the watchdog must not mistake for a wedge.
-        let beat = || status.beat();
-        let mut config_conn = connect_with_retry(config, "CONFIG_DB", &beat).await;
-        let mut state_conn = connect_with_retry(state, "STATE_DB", &beat).await;
-        let appl_conn = connect_with_retry(appl, "APPL_DB", &beat).await;
+        // the watchdog must not mistake for a wedge (connect_with_retry beats).
+        let mut config_conn = connect_with_retry(config, "CONFIG_DB", status).await;
+        let mut state_conn = connect_with_retry(state, "STATE_DB", status).await;
+        let appl_conn = connect_with_retry(appl, "APPL_DB", status).await;
         if after_data_loss {
             match startup::read_ports(&mut config_conn, layout).await {
                 Ok(ports) if ports.is_empty() => {
@@ -252,7 +247,6 @@ fn open_socket(
     metrics
         .netlink_receive_buffer_bytes
         .set(i64::try_from(socket.granted_rcvbuf).unwrap_or(i64::MAX));
-    metrics.netlink_up.set(1);
     status.set_netlink(Ok(()));
     info!(
         granted_bytes = socket.granted_rcvbuf,

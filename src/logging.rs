@@ -26,7 +26,25 @@ use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, reload};
 pub use severity::{LogOutput, Severity};
 pub use syslog::SyslogWriter;
 
-use crate::config::{Cli, LogFormat};
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What the logger is set up with (the command line and the file, as
+/// the configuration reads them): kept here so the logger does not depend on
+/// the command line's definition.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// `--log-level` as given; it wins over CONFIG_DB.
+    pub level: Option<String>,
+    /// `--log-output` as given; it wins over CONFIG_DB.
+    pub output: Option<LogOutput>,
+    pub syslog_socket: std::path::PathBuf,
+}
 
 /// The output every log line goes to right now (a [`LogOutput`] as u8).
 static OUTPUT: AtomicU8 = AtomicU8::new(LogOutput::DEFAULT as u8);
@@ -59,19 +77,19 @@ fn current_output() -> LogOutput {
 
 /// Installs the logger. Until CONFIG_DB is read, the level is the flag's or
 /// NOTICE and the output the flag's or SYSLOG, as for upstream daemons.
-pub fn init(cli: &Cli) -> Result<()> {
-    let level = cli.log_level.as_deref();
+pub fn init(cli: &LogSettings) -> Result<()> {
+    let level = cli.level.as_deref();
     let filter = match level {
         Some(text) => flag_filter(text)?,
         None => level_filter(Severity::DEFAULT),
     };
-    let output = cli.log_output.unwrap_or(LogOutput::DEFAULT);
+    let output = cli.output.unwrap_or(LogOutput::DEFAULT);
     OUTPUT.store(output as u8, Ordering::Relaxed);
     let (filter, handle) = reload::Layer::new(filter);
-    let to_std = fmt_layer(cli.log_format, StdStreams, true)
+    let to_std = fmt_layer(cli.format, StdStreams, true)
         .with_filter(filter_fn(|_| current_output() != LogOutput::Syslog));
     let to_syslog = fmt_layer(
-        cli.log_format,
+        cli.format,
         SyslogWriter::new(cli.syslog_socket.clone()),
         false,
     )
@@ -84,8 +102,8 @@ pub fn init(cli: &Cli) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
     let _ = CONTROL.set(LogControl {
         filter: handle,
-        level_flag: cli.log_level.clone(),
-        output_flag: cli.log_output,
+        level_flag: cli.level.clone(),
+        output_flag: cli.output,
         db_level: Mutex::new(None),
         db_output: Mutex::new(None),
     });
@@ -102,13 +120,17 @@ pub fn init(cli: &Cli) -> Result<()> {
 
 /// `--log-level`: a SONiC level name (NOTICE, debug, ...) or a tracing
 /// filter such as `portsyncd=debug`.
+pub fn check_level(text: &str) -> Result<()> {
+    flag_filter(text).map(drop)
+}
+
 fn flag_filter(text: &str) -> Result<EnvFilter> {
     if let Some(severity) = Severity::from_flag(text) {
         return Ok(level_filter(severity));
     }
     let wrong = || {
         format!(
-            "--log-level {text:?} is neither a SONiC level (EMERG, ALERT, CRIT, ERROR, WARN, \
+            "{text:?} is neither a SONiC level (EMERG, ALERT, CRIT, ERROR, WARN, \
              NOTICE, INFO, DEBUG) nor a tracing filter (trace, off, portsyncd=debug, ...)"
         )
     };

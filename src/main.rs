@@ -35,7 +35,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = portsyncd::logging::init(&cli) {
+    // The one validation check-config runs too: a setting the daemon
+    // cannot use stops it here, with the words check-config would say.
+    if let Err(e) = portsyncd::config::validate(&cli) {
+        eprintln!("portsyncd: {e:#}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = portsyncd::logging::init(&cli.log_settings()) {
         eprintln!("portsyncd: {e:#}");
         return ExitCode::from(2);
     }

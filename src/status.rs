@@ -60,12 +60,15 @@ pub struct Snapshot {
 }
 
 /// Shared handle; cloning shares the values.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Status {
     state: Arc<watch::Sender<Snapshot>>,
     /// Milliseconds since [`clock_ms`]'s origin at the data path's last turn;
     /// 0 before the first.
     heartbeat: Arc<AtomicU64>,
+    /// The furthest phase this run of the start-up reached
+    /// ([`Status::progress`]); [`Phase::Stopping`] does not change it.
+    reached: Arc<std::sync::Mutex<Phase>>,
 }
 
 impl Default for Status {
@@ -79,6 +82,7 @@ impl Default for Status {
         Status {
             state: Arc::new(state),
             heartbeat: Arc::default(),
+            reached: Arc::new(std::sync::Mutex::new(Phase::Starting)),
         }
     }
 }
@@ -95,6 +99,9 @@ impl Status {
                 s.phase != Phase::Stopping && (phase > s.phase || phase == Phase::Starting);
             if allowed && s.phase != phase {
                 s.phase = phase;
+                if phase != Phase::Stopping {
+                    *self.reached.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+                }
                 true
             } else {
                 false
@@ -139,6 +146,12 @@ impl Status {
 
     pub fn phase(&self) -> Phase {
         self.state.borrow().phase
+    }
+
+    /// The furthest phase this run of the start-up reached: the phase, but
+    /// kept through [`Phase::Stopping`] (what landed before SIGTERM).
+    pub fn progress(&self) -> Phase {
+        *self.reached.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A receiver that wakes on every change of the [`Snapshot`].

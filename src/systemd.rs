@@ -20,9 +20,8 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use crate::metrics::Metrics;
 use crate::sonic::redis_value::{Reading, decimal, shown};
-use crate::status::{MIN_STALE_AFTER, Status};
+use crate::status::{MIN_STALE_AFTER, Phase, Snapshot, Status};
 
 /// How often idle loops wake up just to beat.
 pub const IDLE_BEAT: Duration = Duration::from_secs(1);
@@ -190,36 +189,63 @@ pub async fn run_watchdog(notifier: Arc<Notifier>, period: Duration, status: Sta
     }
 }
 
-/// Sends READY=1 once the initial sync is done: PortConfigDone acknowledged
-/// by Redis (cold start), or the warm reconcile finished (warm restart).
-/// The writer and the start-up sequence record both in `metrics`.
-pub async fn announce_ready(notifier: Arc<Notifier>, metrics: Metrics) {
-    notifier.notify("STATUS=Waiting for Redis and the initial link dump");
-    let mut poll = tokio::time::interval(Duration::from_millis(20));
+/// Follows [`Status`]: READY=1 once the initial sync is done (the phase
+/// reaches [`Phase::Configured`]: PortConfigDone landed on a cold start,
+/// the reconcile on a warm one), and a STATUS= line whenever what an
+/// operator should know changes (waiting for Redis and why, netlink
+/// failing, PortInitDone, a new start-up after data loss). Wakes only on
+/// real changes.
+pub async fn follow_status(notifier: Arc<Notifier>, status: Status) {
+    let mut changes = status.subscribe();
+    let mut ready = false;
+    let mut said = String::new();
     loop {
-        poll.tick().await;
-        let cold_done = metrics.port_config_done.get() == 1;
-        let warm_done =
-            metrics.warm_restart.get() == 1 && metrics.warm_restart_reconciled.get() == 1;
-        if cold_done || warm_done {
-            let how = if warm_done {
+        let s = changes.borrow_and_update().clone();
+        let line = status_line(&s);
+        if !ready && s.phase >= Phase::Configured && s.phase != Phase::Stopping {
+            ready = true;
+            let how = if s.warm {
                 "warm reconcile finished"
             } else {
                 "PortConfigDone written"
             };
-            notifier.notify(&format!("READY=1\nSTATUS=Syncing ports ({how})"));
+            notifier.notify(&format!("READY=1\nSTATUS={line}"));
             info!(how, "initial sync done; told systemd we are ready");
+        } else if line != said {
+            notifier.notify(&format!("STATUS={line}"));
+        }
+        said = line;
+        if changes.changed().await.is_err() {
             return;
         }
     }
 }
 
+/// What `systemctl status` shows for `s`.
+fn status_line(s: &Snapshot) -> String {
+    let trouble = match (&s.redis, &s.netlink) {
+        (Err(why), _) if s.phase != Phase::Starting || why != "not connected yet" => {
+            format!(" ({why})")
+        }
+        (_, Err(why)) if s.phase != Phase::Starting => format!(" (netlink: {why})"),
+        _ => String::new(),
+    };
+    let what = match (s.phase, s.warm) {
+        (Phase::Starting, _) => "Waiting for Redis and the initial link dump",
+        (Phase::Configured, true) => "Syncing ports (warm reconcile finished)",
+        (Phase::Configured, false) => "Syncing ports (PortConfigDone written)",
+        (Phase::Initialized, _) => "Syncing ports (PortInitDone written)",
+        (Phase::Stopping, _) => "Stopping: flushing pending writes",
+    };
+    format!("{what}{trouble}")
+}
+
 /// Starts the readiness and watchdog tasks for the daemon's lifetime.
-pub fn start(notifier: Arc<Notifier>, metrics: Metrics, status: Status) {
+pub fn start(notifier: Arc<Notifier>, status: Status) {
     if !notifier.is_enabled() {
         return;
     }
-    tokio::spawn(announce_ready(notifier.clone(), metrics.clone()));
+    tokio::spawn(follow_status(notifier.clone(), status.clone()));
     if let Some(period) = watchdog_period() {
         tokio::spawn(run_watchdog(notifier, period, status));
     }
@@ -270,6 +296,36 @@ mod tests {
         for _ in 0..10_000 {
             notifier.notify("WATCHDOG=1");
         }
+    }
+
+    #[tokio::test]
+    async fn ready_follows_the_status_not_a_gauge() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        let notifier = Arc::new(Notifier::to_address(path.as_os_str().as_encoded_bytes()).unwrap());
+        let status = Status::default();
+        tokio::spawn(follow_status(notifier, status.clone()));
+        let listener = tokio::task::spawn_blocking(move || {
+            assert_eq!(
+                receive(&listener),
+                "STATUS=Waiting for Redis and the initial link dump"
+            );
+            listener
+        })
+        .await
+        .unwrap();
+        status.set_redis(Err("the unix socket /x does not exist".into()));
+        status.set_phase(Phase::Configured);
+        let got = tokio::task::spawn_blocking(move || receive(&listener))
+            .await
+            .unwrap();
+        assert!(
+            got.starts_with(
+                "READY=1\nSTATUS=Syncing ports (PortConfigDone written) (the unix socket /x"
+            ),
+            "{got}"
+        );
     }
 
     #[test]

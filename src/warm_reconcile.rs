@@ -296,10 +296,6 @@ impl Progress {
             ports_awaiting_row = awaiting,
             "end of initial link update (EOIU)"
         );
-        if self.warm == Warm::Off {
-            // A cold start has nothing to reconcile: done at EOIU.
-            self.metrics.warm_restart_reconciled.set(1);
-        }
     }
 
     fn push_warm_state(&mut self, state: WarmState) {
@@ -316,12 +312,10 @@ impl Progress {
             Output::Produce { key, .. } if key == CONFIG_DONE => {
                 self.config_done = Notice::Landed;
                 self.appl_seen = true;
-                self.metrics.port_config_done.set(1);
                 info!(count = self.count, "PortConfigDone written to APPL_DB");
             }
             Output::Produce { key, .. } if key == INIT_DONE => {
                 self.init_done = Notice::Landed;
-                self.metrics.port_init_done.set(1);
                 info!(
                     elapsed_ms = self.started.elapsed().as_millis() as u64,
                     "PortInitDone written to APPL_DB"
@@ -390,7 +384,6 @@ impl Progress {
             .metrics
             .warm
             .record_reconcile(self.before, seconds, by_timer);
-        self.metrics.warm_restart_reconciled.set(1);
         info!(
             event = "warm_restart_reconciled",
             rows_written = done.changed,
@@ -564,13 +557,12 @@ mod tests {
         let taken = p.outbox.take(now, 10);
         assert_eq!(taken.len(), 1);
         assert_eq!(
-            metrics.warm_restart_reconciled.get(),
-            0,
+            p.status.phase(),
+            Phase::Starting,
             "said only once Redis holds it"
         );
         p.outbox.landed(1);
         p.on_landed(&taken[0]);
-        assert_eq!(metrics.warm_restart_reconciled.get(), 1);
         assert_eq!(metrics.warm.reconcile_by_timer.get(), 1);
         assert_eq!(p.status.phase(), Phase::Configured);
     }

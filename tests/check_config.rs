@@ -265,3 +265,285 @@ fn missing_metrics_certificates_fail_the_check() {
         "{err}"
     );
 }
+
+/// How one configuration fares: the daemon refused it (its message) or kept
+/// running; check-config refused it (its message) or passed it.
+struct Verdicts {
+    daemon: Option<String>,
+    check: Option<String>,
+}
+
+/// Runs the daemon (for at most a second and a half: a daemon that accepts
+/// the settings waits for a Redis that is not there) and check-config on
+/// the same file.
+fn judge(file: &Path) -> Verdicts {
+    let file = file.to_str().unwrap();
+    let mut daemon = Command::new(BIN)
+        .args(["--config", file, "--log-output", "stderr"])
+        .env_remove("NAMESPACE_ID")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    let exited = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    if exited.is_none() {
+        daemon.kill().unwrap();
+    }
+    let out = daemon.wait_with_output().unwrap();
+    let daemon = exited.map(|status| {
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "a refusal exits 2: {}",
+            stderr(&out)
+        );
+        let text = stderr(&out);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("portsyncd: "))
+            .unwrap_or_else(|| panic!("{text}"));
+        line.trim_start_matches("portsyncd: ").to_string()
+    });
+    let out = portsyncd(&["check-config", "--config", file]);
+    let check = (!out.status.success()).then(|| {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        stderr(&out)
+            .trim()
+            .trim_start_matches("portsyncd check-config: ")
+            .to_string()
+    });
+    Verdicts { daemon, check }
+}
+
+/// Every key of the file and every field of the database config, each with
+/// a value that cannot work: check-config refuses every one, naming the key
+/// (or the database config field); whatever the daemon refuses, it refuses
+/// with the same words; the rest (the endpoint's settings) keep only the
+/// endpoint closed, and the daemon runs.
+#[test]
+fn whatever_the_daemon_refuses_check_config_refuses_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("redis.pw");
+    fs::write(&pw, "secret\n").unwrap();
+    fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let pw = pw.to_str().unwrap().to_string();
+    // key, TOML value, the daemon refuses (else only the endpoint stays closed).
+    let keys: &[(&str, &str, bool)] = &[
+        ("db_config", "\"/nonexistent/database_config.json\"", true),
+        ("namespace", "\"asic9\"", true),
+        ("redis_tcp", "\"yes\"", true),
+        ("redis_user", "\"portsyncd\"", true), // without a password file
+        ("redis_password_file", &format!("{pw:?}"), true), // mode 0644
+        ("no_metrics", "1", true),
+        ("log_format", "\"xml\"", true),
+        ("log_level", "\"verbose\"", true),
+        ("log_output", "\"console\"", true),
+        ("syslog_socket", "[\"/dev/log\"]", true),
+        ("netlink_rcvbuf", "\"lots\"", true),
+        ("queue_capacity", "\"lots\"", true),
+        ("shutdown_timeout", "61", true),
+        ("metrics_listen", "\"127.0.0.1:7493\"", false),
+        ("metrics_cert", "\"/nonexistent/server.crt\"", false),
+        ("metrics_key", "\"/nonexistent/server.key\"", false),
+        ("metrics_ca", "\"/nonexistent/ca.crt\"", false),
+        ("metrics_crl", "[\"/nonexistent/ca.crl\"]", false),
+        ("metrics_allow_client", "[\"prométheus.example\"]", false),
+        ("tls_profile", "\"CNSA\"", true),
+        ("metrics_max_connections", "0", true),
+        ("metrics_max_unverified", "0", true),
+        ("metrics_max_unverified_per_source", "0", true),
+        ("metrics_handshake_timeout", "0", true),
+        ("metrics_header_read_timeout", "61", true),
+        ("metrics_connection_lifetime", "0", true),
+        ("metrics_max_parallel_scrapes", "0", true),
+        ("metrics_rate_limit", "0", true),
+        ("metrics_rate_burst", "0", true),
+        ("metrics_client_rate_limit", "0", true),
+        ("metrics_client_rate_burst", "0", true),
+    ];
+    // Every key the daemon takes is in the table.
+    let help = stdout(&portsyncd(&["--help"]));
+    let flags: Vec<String> = help
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("--"))
+        .map(|l| l.split([' ', '=']).next().unwrap().replace('-', "_"))
+        .filter(|k| !["config", "help", "version"].contains(&k.as_str()))
+        .collect();
+    let covered: Vec<&str> = keys.iter().map(|(k, _, _)| *k).collect();
+    for flag in &flags {
+        assert!(covered.contains(&flag.as_str()), "no row for key `{flag}`");
+    }
+    // The database config: each field of the layout, broken.
+    let good = std::fs::read_to_string(write_db_config(dir.path(), "redis")).unwrap();
+    let layouts: Vec<(&str, String)> = vec![
+        (
+            "unix_socket_path",
+            good.replace(
+                "\"unix_socket_path\": \"/run/redis/redis.sock\"",
+                "\"hostname_only\": 1",
+            ),
+        ),
+        (
+            "instance",
+            good.replacen("\"instance\": \"redis\"", "\"instance\": \"redis9\"", 1),
+        ),
+        ("id", good.replace("\"id\": 6", "\"id\": 4")),
+        ("id", good.replace("\"id\": 6", "\"id\": -1")),
+        (
+            "separator",
+            good.replace("\"separator\": \"|\"", "\"separator\": \"\""),
+        ),
+        ("STATE_DB", good.replace("\"STATE_DB\"", "\"OTHER_DB\"")),
+        ("port", good.replace("\"port\": 6379", "\"port\": \"x\"")),
+        ("INSTANCES", good.replace("\"INSTANCES\"", "\"INSTANCE\"")),
+    ];
+    for (field, text) in &layouts {
+        assert_ne!(text, &good, "{field}: the replacement changed nothing");
+    }
+    // Each file holds good settings (a certificate set, the database
+    // config) but for the one key under test.
+    let certs = generate_certs(dir.path());
+    let mut cases: Vec<(String, String, bool)> = Vec::new();
+    for (i, (key, value, daemon_refuses)) in keys.iter().enumerate() {
+        let sub = subdir(dir.path(), &format!("k{i}"));
+        let db = write_db_config(&sub, "redis");
+        let good = [
+            ("db_config", format!("{db:?}")),
+            ("metrics_cert", format!("{:?}", certs.join("server.crt"))),
+            ("metrics_key", format!("{:?}", certs.join("server.key"))),
+            ("metrics_ca", format!("{:?}", certs.join("ca.crt"))),
+        ];
+        let mut text: String = good
+            .iter()
+            .filter(|(k, _)| k != key)
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect();
+        text.push_str(&format!("{key} = {value}\n"));
+        let file = write_toml(&sub, &text);
+        cases.push((
+            format!("`{key}`"),
+            file.to_str().unwrap().to_string(),
+            *daemon_refuses,
+        ));
+    }
+    for (i, (field, text)) in layouts.iter().enumerate() {
+        let sub = subdir(dir.path(), &format!("d{i}"));
+        let db = sub.join("database_config.json");
+        fs::write(&db, text).unwrap();
+        let file = write_toml(&sub, &format!("db_config = {db:?}\n"));
+        cases.push((field.to_string(), file.to_str().unwrap().to_string(), true));
+    }
+    let verdicts: Vec<Verdicts> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|(_, file, _)| s.spawn(move || judge(Path::new(file))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for ((what, file, daemon_refuses), v) in cases.iter().zip(verdicts) {
+        let check = v
+            .check
+            .unwrap_or_else(|| panic!("{what}: check-config passed {file}"));
+        assert!(
+            check.contains(what.as_str()),
+            "{what}: check-config does not name it: {check}"
+        );
+        match (daemon_refuses, v.daemon) {
+            (true, Some(daemon)) => assert_eq!(
+                daemon, check,
+                "{what}: the daemon and check-config disagree"
+            ),
+            (true, None) => panic!("{what}: the daemon ran with {file}"),
+            (false, Some(daemon)) => {
+                panic!("{what}: the daemon stopped for an endpoint setting: {daemon}")
+            }
+            (false, None) => {}
+        }
+    }
+}
+
+/// `check-config --help` is its own.
+#[test]
+fn check_config_has_its_own_help() {
+    let out = portsyncd(&["check-config", "--help"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains("Usage: portsyncd check-config [--config PATH] [FLAGS]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("exits 0 when the daemon would start"),
+        "{text}"
+    );
+}
+
+/// A CRL the parser refuses is named with the reason (here: no CRL Number
+/// extension, which RFC 5280 requires).
+#[test]
+fn a_crl_without_a_crl_number_is_refused_naming_the_file_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = write_db_config(dir.path(), "redis");
+    let certs = generate_certs(dir.path());
+    let work = dir.path().join("ca");
+    fs::create_dir(&work).unwrap();
+    fs::write(work.join("index.txt"), "").unwrap();
+    let cnf = work.join("ca.cnf");
+    // No `crlnumber`: openssl then writes a CRL without the CRL Number.
+    fs::write(
+        &cnf,
+        format!(
+            "[ca]\ndefault_ca = c\n[c]\ndatabase = {}/index.txt\ndefault_md = sha384\ndefault_crl_days = 30\n",
+            work.display()
+        ),
+    )
+    .unwrap();
+    let crl = work.join("ca.crl");
+    let out = Command::new("openssl")
+        .args(["ca", "-gencrl", "-batch", "-config"])
+        .arg(&cnf)
+        .arg("-cert")
+        .arg(certs.join("ca.crt"))
+        .arg("-keyfile")
+        .arg(certs.join("ca.key"))
+        .arg("-out")
+        .arg(&crl)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl: {}", stderr(&out));
+    let out = Command::new(BIN)
+        .args(["check-config", "--db-config"])
+        .arg(&db)
+        .arg("--metrics-cert")
+        .arg(certs.join("server.crt"))
+        .arg("--metrics-key")
+        .arg(certs.join("server.key"))
+        .arg("--metrics-ca")
+        .arg(certs.join("ca.crt"))
+        .arg("--metrics-crl")
+        .arg(&crl)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(crl.to_str().unwrap()) && err.contains("could not be parsed: "),
+        "{err}"
+    );
+    assert!(err.contains("CRL Number"), "{err}");
+}
+
+fn subdir(dir: &Path, name: &str) -> PathBuf {
+    let sub = dir.join(name);
+    fs::create_dir_all(&sub).unwrap();
+    sub
+}

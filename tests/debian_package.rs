@@ -304,13 +304,32 @@ fn man_page_renders_cleanly_and_documents_every_flag() {
     assert!(out.status.success(), "man -l: {out:?}");
     assert_eq!(text(&out.stderr), "", "groff warnings");
     let rendered = text(&out.stdout);
-    for section in ["NAME", "SYNOPSIS", "OPTIONS", "VERSION"] {
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "OPTIONS",
+        "FILES",
+        "SIGNALS",
+        "EXIT STATUS",
+        "VERSION",
+    ] {
         assert!(
             rendered.lines().any(|l| l == section),
             "no {section} section:\n{rendered}"
         );
     }
     assert!(rendered.contains("portsyncd(8)"), "{rendered}");
+    for fact in [
+        "SIGHUP",
+        "/etc/portsyncd/portsyncd.toml",
+        "database_config.json",
+        "mode 0700",
+    ] {
+        assert!(
+            rendered.contains(fact),
+            "the man page lacks {fact}:\n{rendered}"
+        );
+    }
     let cli = portsyncd::config::Cli::command();
     for arg in cli.get_arguments() {
         if let Some(long) = arg.get_long() {

@@ -141,6 +141,7 @@ fn good_client_gets_metrics_promtool_accepts_and_healthz_passes() {
         [
             "redis",
             "netlink",
+            "data_path",
             "queue",
             "redis_keys",
             "ports_initialised",
@@ -1097,4 +1098,86 @@ fn a_recreated_ports_state_series_come_back() {
     bed.ns.add_port("Ethernet0");
     bed.ns.set_up("Ethernet0");
     wait_sample_at_least(&bed.ns, &certs, series, 1.0);
+}
+
+/// A burst of SIGHUPs (100 within a second) is one reload and one log line.
+#[test]
+fn a_burst_of_sighups_is_one_reload_and_one_line() {
+    let e = Endpoint::start(&[]);
+    let reloads = |log: &str| log.matches("event=\"metrics_tls_reload\"").count();
+    let before = reloads(&e.daemon.log());
+    for _ in 0..100 {
+        sighup(&e.daemon);
+        std::thread::sleep(Duration::from_millis(9));
+    }
+    wait_sample_at_least(
+        &e.bed.ns,
+        &e.certs,
+        "portsyncd_tls_reloads_total{reason=\"ok\"}",
+        1.0,
+    );
+    // Long enough for a second reload, were there one.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = e.daemon.log();
+    assert_eq!(reloads(&log) - before, 1, "{log}");
+    assert!(log.contains("trigger=\"100 SIGHUPs\""), "{log}");
+    let body = scrape(&e.bed.ns, &e.certs);
+    assert_eq!(
+        sample(&body, "portsyncd_tls_reloads_total{reason=\"ok\"}"),
+        Some(1.0),
+        "{body}"
+    );
+}
+
+/// A Redis that refuses the daemon's ACL user: /healthz and /readyz say so,
+/// naming the user and the password file (never the password).
+#[test]
+fn healthz_names_the_redis_user_redis_refuses() {
+    let certs = Certs::new();
+    let bed = Bed::new(&["Ethernet0"]);
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "portsyncd",
+            "on",
+            ">the-right-one",
+            "~*",
+            "&*",
+            "+@all",
+        ])
+        .exec(&mut bed.redis.con(0))
+        .unwrap();
+    let pw = certs.path("redis.pw");
+    fs::write(&pw, "not-the-right-one\n").unwrap();
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+    let pw_arg = pw.to_str().unwrap();
+    let args = certs.daemon_args(&["--redis-user", "portsyncd", "--redis-password-file", pw_arg]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let daemon = Daemon::start(&bed.ns, bed.redis.db_config(), &args);
+    wait_until(
+        DEADLINE,
+        "the endpoint to open and Redis to refuse the user",
+        || {
+            let log = daemon.log();
+            log.contains("metrics endpoint listening") && log.contains("refused user \"portsyncd\"")
+        },
+    );
+    let (cert, key) = certs.client();
+    let health = curl_as(&bed.ns, &certs, (&cert, &key), &[], HEALTH_URL);
+    assert_eq!(health.code, "503", "{health:?}");
+    let json: serde_json::Value = serde_json::from_str(&health.body).expect("healthz JSON");
+    let redis = &json["checks"][0];
+    assert_eq!(redis["name"], "redis");
+    let detail = redis["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("refused user \"portsyncd\"") && detail.contains(pw_arg),
+        "{json:#}"
+    );
+    assert!(!health.body.contains("not-the-right-one"), "{json:#}");
+    let ready = curl_as(&bed.ns, &certs, (&cert, &key), &[], READY_URL);
+    assert_eq!(ready.code, "503");
+    assert!(
+        ready.body.contains("refused user \"portsyncd\""),
+        "{ready:?}"
+    );
 }

@@ -48,7 +48,7 @@ fn child() -> ! {
     use clap::Parser;
     let cli =
         portsyncd::config::Cli::try_parse_from(["portsyncd", "--log-output", "stderr"]).unwrap();
-    portsyncd::logging::init(&cli).unwrap();
+    portsyncd::logging::init(&cli.log_settings()).unwrap();
     portsyncd::logging::panic_exit::install();
     let thread = std::thread::Builder::new()
         .name("netlink".into())

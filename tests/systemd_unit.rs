@@ -65,6 +65,10 @@ fn unit_file_has_the_required_settings() {
         "Type=notify",
         "WatchdogSec=30s",
         "Restart=on-failure",
+        // A configuration the daemon refuses (exit 2) is not retried, and
+        // a failing ExecStartPre= check stops after 5 tries in a minute.
+        "RestartPreventExitStatus=2",
+        "StartLimitBurst=5",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "CapabilityBoundingSet=CAP_NET_ADMIN",

@@ -1,14 +1,21 @@
-//! `/healthz`: one entry per check, each `pass`, `warn` or `fail`; the
-//! answer is 200 unless a check fails, then 503. Every input is a metric the
-//! pipeline already keeps, so a health check never touches Redis or netlink.
+//! The probes: `/livez` and `/readyz`, the two a machine acts on, and the
+//! `/healthz` report for people (one entry per check, `pass`, `warn` or
+//! `fail`; 200 unless a check fails, then 503). They read the daemon's
+//! [`Status`] and a few metrics, never Redis or netlink.
+//!
+//! - live: the data-path loop goes round, as the systemd watchdog judges
+//!   it. A Redis outage being retried is alive: restarting the daemon
+//!   would not bring Redis back.
+//! - ready: PortInitDone is written, Redis is reachable and the daemon is
+//!   not stopping, i.e. it is doing its job right now.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::Metrics;
-use super::endpoint_metrics::{EndpointMetrics, FileLabels};
+use super::{EndpointMetrics, Metrics};
+use crate::status::{MIN_STALE_AFTER, Phase, Status};
 
 /// A netlink overrun this recent turns the netlink check to `warn`.
 const RECENT_OVERRUN: Duration = Duration::from_secs(60);
@@ -17,50 +24,96 @@ const EXPIRY_WARNING_SECONDS: i64 = 30 * 86_400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub enum Verdict {
     Pass,
     Warn,
     Fail,
 }
 
+/// One check of `/healthz`: its name, verdict and why.
 #[derive(Debug, Serialize)]
 pub struct Check {
     pub name: &'static str,
-    pub status: Status,
+    pub status: Verdict,
     pub detail: String,
 }
 
+fn check(name: &'static str, status: Verdict, detail: impl Into<String>) -> Check {
+    let detail = detail.into();
+    Check {
+        name,
+        status,
+        detail,
+    }
+}
+
+/// `/healthz`: the worst verdict, and every check.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    pub status: Status,
+    pub status: Verdict,
     pub checks: Vec<Check>,
 }
 
-/// Health inputs, and the memory needed to tell "overrun recently".
+/// A probe's answer: pass or not, and a line saying why.
+pub type Answer = (bool, String);
+
+/// What the probes read, and the memory needed to tell "overrun recently".
 pub struct Health {
+    status: Status,
     metrics: Metrics,
     endpoint: EndpointMetrics,
     queue_capacity: u64,
+    stale_after: Duration,
     /// Overrun count last seen, and when it last changed.
     overruns: Mutex<(u64, Option<Instant>)>,
 }
 
-fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
-    Check {
-        name,
-        status,
-        detail: detail.into(),
-    }
-}
-
 impl Health {
-    pub fn new(metrics: Metrics, endpoint: EndpointMetrics, queue_capacity: u64) -> Self {
-        let seen = metrics.netlink_overruns.get();
+    pub fn new(status: Status, metrics: Metrics, endpoint: EndpointMetrics, queue: u64) -> Self {
+        let overruns = Mutex::new((metrics.netlink_overruns.get(), None));
+        let (queue_capacity, stale_after) = (queue, MIN_STALE_AFTER);
         Self {
+            status,
             metrics,
             endpoint,
             queue_capacity,
-            overruns: Mutex::new((seen, None)),
+            stale_after,
+            overruns,
+        }
+    }
+
+    pub fn live(&self) -> Answer {
+        match self.status.stalled(self.stale_after) {
+            None => (true, "live: the data path goes round\n".into()),
+            Some(age) => (
+                false,
+                format!(
+                    "not live: the data path has not gone round for {} s\n",
+                    age.as_secs()
+                ),
+            ),
+        }
+    }
+
+    pub fn ready(&self) -> Answer {
+        let s = self.status.snapshot();
+        let missing: Vec<String> = [
+            (self.status.progress() != Phase::Initialized)
+                .then(|| "PortInitDone not written yet".into()),
+            s.redis
+                .err()
+                .map(|why| format!("Redis not reachable: {why}")),
+            (s.phase == Phase::Stopping).then(|| "stopping".into()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match missing.is_empty() {
+            true => (
+                true,
+                "ready: PortInitDone written, Redis reachable\n".into(),
+            ),
+            false => (false, format!("not ready: {}\n", missing.join("; "))),
         }
     }
 
@@ -76,108 +129,88 @@ impl Health {
     }
 
     pub fn report(&self) -> Report {
-        let m = &self.metrics;
-        let mut checks = Vec::new();
-        checks.push(if m.redis_up.get() == 1 {
-            check("redis", Status::Pass, "connected")
-        } else {
-            check("redis", Status::Fail, "no working Redis connection")
-        });
-        let last_overrun = self.observe_overruns();
-        checks.push(if m.netlink_up.get() != 1 {
-            check(
-                "netlink",
-                Status::Fail,
-                "the netlink socket is not being read",
-            )
-        } else if last_overrun.is_some_and(|t| t.elapsed() < RECENT_OVERRUN) {
-            check(
-                "netlink",
-                Status::Warn,
-                "receive buffer overrun in the last minute; resynced",
-            )
-        } else {
-            check("netlink", Status::Pass, "reading, no recent overrun")
-        });
-        let depth = m.queue_depth.get().max(0) as u64;
-        let high_water = self.queue_capacity * 8 / 10;
-        let detail = format!("{depth} of {} keys pending", self.queue_capacity);
-        checks.push(if depth >= self.queue_capacity {
-            check("queue", Status::Fail, detail)
-        } else if depth >= high_water {
-            check("queue", Status::Warn, detail)
-        } else {
-            check("queue", Status::Pass, detail)
-        });
+        use Verdict::{Fail, Pass, Warn};
+        let (m, s, reached) = (
+            &self.metrics,
+            self.status.snapshot(),
+            self.status.progress(),
+        );
+        let overrun = self
+            .observe_overruns()
+            .is_some_and(|t| t.elapsed() < RECENT_OVERRUN);
+        let (depth, capacity) = (m.queue_depth.get().max(0) as u64, self.queue_capacity);
         let failing = m.redis_keys_failing.get();
-        checks.push(if failing > 0 {
-            check(
-                "redis_keys",
-                Status::Warn,
-                format!(
-                    "Redis refuses {failing} key(s); each is retried on its own schedule and named in the log"
-                ),
-            )
-        } else {
-            check("redis_keys", Status::Pass, "every key is written")
-        });
-        checks.push(if m.port_init_done.get() == 1 {
-            check("ports_initialised", Status::Pass, "PortInitDone written")
-        } else {
-            check(
-                "ports_initialised",
-                Status::Warn,
-                "PortInitDone not written yet",
-            )
-        });
-        checks.push(if m.warm_restart_reconciled.get() == 1 {
-            check("warm_restart", Status::Pass, "reconciled (or cold start)")
-        } else {
-            check("warm_restart", Status::Warn, "not reconciled yet")
-        });
-        checks.push(self.certificate_check());
-        let status = checks
-            .iter()
-            .map(|c| c.status)
-            .max()
-            .unwrap_or(Status::Pass);
-        Report { status, checks }
-    }
-
-    fn certificate_check(&self) -> Check {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let expiry = |file: &str| {
-            self.endpoint
-                .certificate_expiry
-                .get_or_create(&FileLabels {
-                    file: file.to_string(),
-                })
-                .get()
-        };
-        let soonest = expiry("server").min(expiry("ca"));
-        let days = (soonest - now) / 86_400;
-        if soonest <= now {
+            .map_or(0, |d| d.as_secs() as i64);
+        let expiry = self
+            .endpoint
+            .expiry("server")
+            .min(self.endpoint.expiry("ca"));
+        let days = (expiry - now) / 86_400;
+        let checks = vec![
+            match s.redis {
+                Ok(()) => check("redis", Pass, "connected"),
+                Err(why) => check("redis", Fail, why),
+            },
+            match s.netlink {
+                Err(why) => check("netlink", Fail, why),
+                Ok(()) if overrun => check(
+                    "netlink",
+                    Warn,
+                    "receive buffer overrun in the last minute; resynced",
+                ),
+                Ok(()) => check("netlink", Pass, "reading, no recent overrun"),
+            },
+            match self.live() {
+                (true, _) => check("data_path", Pass, "goes round"),
+                (false, why) => check("data_path", Fail, why.trim()),
+            },
             check(
-                "certificates",
-                Status::Fail,
-                "a certificate in service has expired",
-            )
-        } else if soonest - now < EXPIRY_WARNING_SECONDS {
-            check(
-                "certificates",
-                Status::Warn,
-                format!("a certificate expires in {days} day(s)"),
-            )
-        } else {
-            check(
-                "certificates",
-                Status::Pass,
-                format!("{days} day(s) until the first expiry"),
-            )
-        }
+                "queue",
+                match depth {
+                    d if d >= capacity => Fail,
+                    d if d >= capacity * 8 / 10 => Warn,
+                    _ => Pass,
+                },
+                format!("{depth} of {capacity} keys pending"),
+            ),
+            match failing {
+                0 => check("redis_keys", Pass, "every key is written"),
+                n => check(
+                    "redis_keys",
+                    Warn,
+                    format!(
+                        "Redis refuses {n} key(s); each is retried on its own schedule and named in the log"
+                    ),
+                ),
+            },
+            match reached {
+                Phase::Initialized => check("ports_initialised", Pass, "PortInitDone written"),
+                _ => check("ports_initialised", Warn, "PortInitDone not written yet"),
+            },
+            match reached >= Phase::Configured {
+                true => check("warm_restart", Pass, "reconciled (or cold start)"),
+                false => check("warm_restart", Warn, "not reconciled yet"),
+            },
+            match expiry - now {
+                left if left <= 0 => {
+                    check("certificates", Fail, "a certificate in service has expired")
+                }
+                left if left < EXPIRY_WARNING_SECONDS => check(
+                    "certificates",
+                    Warn,
+                    format!("a certificate expires in {days} day(s)"),
+                ),
+                _ => check(
+                    "certificates",
+                    Pass,
+                    format!("{days} day(s) until the first expiry"),
+                ),
+            },
+        ];
+        let status = checks.iter().map(|c| c.status).max().unwrap_or(Pass);
+        Report { status, checks }
     }
 }
 
@@ -185,13 +218,16 @@ impl Health {
 mod tests {
     use super::*;
 
-    fn healthy() -> (Metrics, EndpointMetrics) {
-        let m = Metrics::new();
-        m.redis_up.set(1);
-        m.netlink_up.set(1);
-        m.port_init_done.set(1);
-        m.warm_restart_reconciled.set(1);
-        let e = EndpointMetrics::default();
+    fn healthy() -> (Status, Metrics, Health) {
+        let (status, m, e) = (
+            Status::default(),
+            Metrics::new(),
+            EndpointMetrics::default(),
+        );
+        status.set_redis(Ok(()));
+        status.set_netlink(Ok(()));
+        status.set_phase(Phase::Initialized);
+        status.beat();
         let far = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -199,57 +235,74 @@ mod tests {
             + 400 * 86_400;
         e.set_expiry("server", far);
         e.set_expiry("ca", far);
-        (m, e)
+        let h = Health::new(status.clone(), m.clone(), e, 100);
+        (status, m, h)
     }
 
     #[test]
     fn all_good_passes() {
-        let (m, e) = healthy();
-        let r = Health::new(m, e, 100).report();
-        assert_eq!(r.status, Status::Pass, "{r:?}");
-        assert_eq!(r.checks.len(), 7);
-    }
-
-    #[test]
-    fn a_key_redis_refuses_warns_and_names_the_count() {
-        let (m, e) = healthy();
-        let h = Health::new(m.clone(), e, 100);
-        m.redis_keys_failing.set(2);
+        let (_, _, h) = healthy();
         let r = h.report();
-        assert_eq!(r.status, Status::Warn);
-        let check = r.checks.iter().find(|c| c.name == "redis_keys").unwrap();
-        assert!(check.detail.contains("2 key(s)"), "{}", check.detail);
+        assert_eq!(r.status, Verdict::Pass, "{r:?}");
+        assert_eq!(r.checks.len(), 8);
+        assert!(h.ready().0 && h.live().0);
     }
 
     #[test]
-    fn redis_down_fails_and_an_overrun_warns() {
-        let (m, e) = healthy();
-        let h = Health::new(m.clone(), e, 100);
+    fn the_redis_check_says_why() {
+        let (status, m, h) = healthy();
+        m.redis_keys_failing.set(2);
+        assert_eq!(h.report().status, Verdict::Warn);
+        status.set_redis(Err("Redis refused user \"portsyncd\": WRONGPASS".into()));
+        let r = h.report();
+        assert_eq!(r.status, Verdict::Fail);
+        assert!(r.checks[0].detail.contains("WRONGPASS"), "{r:?}");
+        let (ok, why) = h.ready();
+        assert!(!ok && why.contains("WRONGPASS"), "{why}");
+        assert!(h.live().0, "a Redis outage is not a dead daemon");
+    }
+
+    #[test]
+    fn an_overrun_warns_and_a_full_queue_fails() {
+        let (_, m, h) = healthy();
         m.netlink_overruns.inc();
-        assert_eq!(h.report().status, Status::Warn);
-        m.redis_up.set(0);
-        assert_eq!(h.report().status, Status::Fail);
-    }
-
-    #[test]
-    fn queue_high_water_warns_then_full_fails() {
-        let (m, e) = healthy();
-        let h = Health::new(m.clone(), e, 100);
-        m.queue_depth.set(80);
-        assert_eq!(h.report().status, Status::Warn);
+        assert_eq!(h.report().status, Verdict::Warn);
         m.queue_depth.set(100);
-        assert_eq!(h.report().status, Status::Fail);
+        assert_eq!(h.report().status, Verdict::Fail);
     }
 
     #[test]
-    fn a_certificate_close_to_expiry_warns() {
-        let (m, e) = healthy();
-        let soon = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
-            + 86_400;
-        e.set_expiry("ca", soon);
-        assert_eq!(Health::new(m, e, 100).report().status, Status::Warn);
+    fn ready_needs_port_init_done_and_ends_at_stopping() {
+        let status = Status::default();
+        let h = Health::new(
+            status.clone(),
+            Metrics::new(),
+            EndpointMetrics::default(),
+            100,
+        );
+        let (ok, why) = h.ready();
+        assert!(
+            !ok && why.contains("PortInitDone") && why.contains("Redis"),
+            "{why}"
+        );
+        status.set_redis(Ok(()));
+        status.set_phase(Phase::Initialized);
+        assert!(h.ready().0);
+        status.set_phase(Phase::Stopping);
+        assert!(!h.ready().0);
+    }
+
+    #[test]
+    fn live_follows_the_heartbeat() {
+        let (status, _, mut h) = healthy();
+        h.stale_after = Duration::from_millis(50);
+        std::thread::sleep(Duration::from_millis(80));
+        let (ok, why) = h.live();
+        assert!(!ok && why.contains("data path"), "{why}");
+        status.beat();
+        // A second between the beat and the question: generous for the
+        // microseconds it takes, even on a loaded machine.
+        h.stale_after = Duration::from_secs(1);
+        assert!(h.live().0);
     }
 }

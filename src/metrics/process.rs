@@ -42,18 +42,20 @@ pub fn record_start() -> f64 {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let ticks = sysconf(libc::_SC_CLK_TCK).unwrap_or(100);
-        let age = fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|stat| age_seconds(&stat, boot_clock_seconds()?, ticks));
+        let stat = fs::read_to_string("/proc/self/stat").ok();
+        let age = stat.and_then(|stat| age_seconds(&stat, boot_clock_seconds()?, ticks()));
         now - age.unwrap_or(0.0)
     })
 }
 
-fn sysconf(name: libc::c_int) -> Option<i64> {
+fn sysconf(name: libc::c_int, default: i64) -> i64 {
     // SAFETY: sysconf only reads a system constant; it has no preconditions.
     let v = unsafe { libc::sysconf(name) };
-    (v > 0).then_some(v)
+    if v > 0 { v } else { default }
+}
+
+fn ticks() -> i64 {
+    sysconf(libc::_SC_CLK_TCK, 100)
 }
 
 /// Seconds since boot, suspend included (the clock /proc/self/stat's start
@@ -68,60 +70,55 @@ fn boot_clock_seconds() -> Option<f64> {
     (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
 }
 
-/// Fields of /proc/self/stat after the `(comm)` field, which may hold spaces.
-fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+/// Field `i` of /proc/self/stat after the `(comm)` field, which may hold
+/// spaces (state is 0, utime 11, stime 12, starttime 19).
+fn stat_field(stat: &str, i: usize) -> Option<i64> {
     let after = stat.get(stat.rfind(')')? + 1..)?;
-    Some(after.split_whitespace().collect())
+    after.split_whitespace().nth(i)?.parse().ok()
 }
 
 /// The process' age from its stat line and the boot clock.
 fn age_seconds(stat: &str, boot_clock: f64, ticks: i64) -> Option<f64> {
-    // After the comm field, starttime is index 19.
-    let start: i64 = stat_fields(stat)?.get(19)?.parse().ok()?;
+    let start = stat_field(stat, 19)?;
     Some((boot_clock - start as f64 / ticks as f64).max(0.0))
 }
 
 /// Parses /proc/self/stat, /proc/self/statm and /proc/self/limits; pure so
 /// it can be unit tested.
 pub fn parse(stat: &str, statm: &str, limits: &str, ticks: i64, page: i64) -> ProcessStats {
-    let fields = stat_fields(stat);
-    // After the comm field: state is index 0, utime 11, stime 12.
-    let field = |i: usize| fields.as_ref()?.get(i)?.parse::<i64>().ok();
-    let cpu_seconds = match (field(11), field(12)) {
-        (Some(u), Some(s)) => Some((u + s) as f64 / ticks as f64),
-        _ => None,
-    };
-    let statm_pages = |i: usize| {
+    let cpu = stat_field(stat, 11).zip(stat_field(stat, 12));
+    let pages = |i: usize| {
         statm
             .split_whitespace()
-            .nth(i)
-            .and_then(|p| p.parse::<i64>().ok())
+            .nth(i)?
+            .parse::<i64>()
+            .ok()
             .map(|p| p * page)
     };
-    let max_fds = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3)?.parse::<i64>().ok());
+    let max_fds = limits.lines().find(|l| l.starts_with("Max open files"));
     ProcessStats {
-        cpu_seconds,
-        resident_bytes: statm_pages(1),
-        virtual_bytes: statm_pages(0),
+        cpu_seconds: cpu.map(|(user, system)| (user + system) as f64 / ticks as f64),
+        resident_bytes: pages(1),
+        virtual_bytes: pages(0),
         open_fds: None,
-        max_fds,
+        max_fds: max_fds.and_then(|l| l.split_whitespace().nth(3)?.parse().ok()),
     }
 }
 
 /// Reads the current values.
 pub fn read() -> ProcessStats {
     let get = |p: &str| fs::read_to_string(p).unwrap_or_default();
-    let ticks = sysconf(libc::_SC_CLK_TCK).unwrap_or(100);
-    let page = sysconf(libc::_SC_PAGESIZE).unwrap_or(4096);
+    let (stat, statm, limits) = (
+        get("/proc/self/stat"),
+        get("/proc/self/statm"),
+        get("/proc/self/limits"),
+    );
     let mut stats = parse(
-        &get("/proc/self/stat"),
-        &get("/proc/self/statm"),
-        &get("/proc/self/limits"),
-        ticks,
-        page,
+        &stat,
+        &statm,
+        &limits,
+        ticks(),
+        sysconf(libc::_SC_PAGESIZE, 4096),
     );
     stats.open_fds = fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as i64);
     stats
@@ -132,14 +129,12 @@ impl Collector for ProcessCollector {
         let s = read();
         if let Some(v) = s.cpu_seconds {
             let m = ConstCounter::new(v);
-            m.encode(encoder.encode_descriptor(
-                "process_cpu",
-                "Total user and system CPU time spent in seconds",
-                Some(&Unit::Seconds),
-                m.metric_type(),
-            )?)?;
+            let help = "Total user and system CPU time spent in seconds";
+            let unit = Some(&Unit::Seconds);
+            m.encode(encoder.encode_descriptor("process_cpu", help, unit, m.metric_type())?)?;
         }
-        let gauges = [
+        let start = Some(record_start() as i64);
+        for (name, help, unit, value) in [
             (
                 "process_resident_memory",
                 "Resident memory size in bytes",
@@ -164,20 +159,18 @@ impl Collector for ProcessCollector {
                 None,
                 s.max_fds,
             ),
-        ];
-        for (name, help, unit, value) in gauges {
+            (
+                "process_start_time",
+                "Start time of the process since the Unix epoch in seconds",
+                Some(Unit::Seconds),
+                start,
+            ),
+        ] {
             if let Some(v) = value {
                 let m = ConstGauge::new(v);
                 m.encode(encoder.encode_descriptor(name, help, unit.as_ref(), m.metric_type())?)?;
             }
         }
-        let start = ConstGauge::new(record_start());
-        start.encode(encoder.encode_descriptor(
-            "process_start_time",
-            "Start time of the process since the Unix epoch in seconds",
-            Some(&Unit::Seconds),
-            start.metric_type(),
-        )?)?;
         Ok(())
     }
 }

@@ -1,17 +1,15 @@
 //! The HTTPS server: its own thread and single-threaded runtime, so nothing
-//! a client does can take time from the port-sync runtime; the pipeline and
-//! the server share only atomics (the metrics and the heartbeats).
+//! a client does can take time from the port-sync runtime; the data path
+//! and the server share only atomics (the metrics and the status).
 //!
-//! Nothing here can end the daemon: when the files are missing or bad, or
+//! Nothing here can end the daemon: when the settings or files are bad, or
 //! the port is taken, the endpoint stays closed, says why (event
 //! `metrics_endpoint_closed`, naming the file and the fix) and tries again
 //! every 2 s and on SIGHUP; it opens as soon as it can.
 //!
-//! Per connection: a place in the unverified pool (bounded in total and per
-//! source; a newcomer always gets in, the oldest unprotected connection is
-//! closed for it, see [`super::unverified`]), the
-//! TLS handshake with a timeout, then a place among the verified
-//! connections, then HTTP/1.1 with header-read timeout, header size/count
+//! Per connection, the [`Guard`] decides at each step: a place among the
+//! unverified, the TLS handshake with a timeout, a place among the verified
+//! connections; then HTTP/1.1 with header-read timeout, header size/count
 //! limits and a lifetime after which the connection is closed gracefully;
 //! per request: route, method, rate limit, parallel scrape cap.
 
@@ -30,28 +28,25 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
-use rustls::{CertificateError, PeerIncompatible};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
-use super::Metrics;
-use super::allow_list::{NotAllowed, PRESENTED};
-use super::args::MetricsArgs;
-use super::audit::{self, RefusalLog};
-use super::endpoint_metrics::{BuildLabels, EndpointMetrics};
-use super::health::{Health, Status};
-use super::limits::{MAX_HEADER_BYTES, MAX_HEADERS, Rate, RateLimiter};
-use super::probes::Probes;
-use super::process::{self, ProcessCollector};
-use super::reload::{POLL_INTERVAL, TlsState};
-use super::render::{render, wants_openmetrics};
-use super::unverified::{Ticket, UnverifiedPool};
-use crate::status::Status as DaemonStatus;
+use super::guard::{
+    Guard, MAX_HEADER_BYTES, MAX_HEADERS, PRESENTED, Ticket, handshake_failure_reason,
+};
+use super::health::{Health, Verdict};
+use super::registry::{EndpointMetrics, Metrics, PATHS, registry, render};
+use super::tls::{POLL_INTERVAL, TlsState};
+use crate::config::endpoint::MetricsArgs;
+use crate::status::Status;
 
+pub const ENDPOINT_OPEN: &str = "metrics_endpoint_open";
+pub const ENDPOINT_CLOSED: &str = "metrics_endpoint_closed";
+pub const RELOAD_WATCHER_DIED: &str = "metrics_reload_watcher_died";
 /// How long a connection past its lifetime may take to finish the response
 /// in progress before it is dropped.
 const GRACEFUL_CLOSE: Duration = Duration::from_secs(10);
@@ -61,48 +56,39 @@ struct Content {
     registry: Registry,
     endpoint: EndpointMetrics,
     health: Health,
-    probes: Probes,
 }
 
-/// Everything a connection needs, shared.
+/// Everything a connection of the open endpoint needs.
 struct Shared {
     args: MetricsArgs,
     tls: Arc<TlsState>,
     content: Arc<Content>,
-    rate: RateLimiter,
-    unverified: UnverifiedPool,
-    verified: Arc<Semaphore>,
-    scrapes: Semaphore,
-    audit: RefusalLog,
+    guard: Guard,
 }
 
+type Reply = Response<Full<Bytes>>;
+
 /// Starts the endpoint's thread, which opens the endpoint as soon as the
-/// files and the address allow and keeps trying until then. Never fails:
-/// a problem is logged and keeps the endpoint (never the daemon) down.
-/// Installs the SIGHUP handler before it returns, so a SIGHUP never ends
-/// the daemon.
-pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64, status: DaemonStatus) {
-    process::record_start();
+/// settings, the files and the address allow and keeps trying until then.
+/// Never fails: a problem is logged and keeps the endpoint (never the
+/// daemon) down. Installs the SIGHUP handler before it returns, so a SIGHUP
+/// never ends the daemon.
+pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64, status: Status) {
+    super::process::record_start();
     let endpoint = EndpointMetrics::default();
-    endpoint
-        .build_info
-        .get_or_create(&BuildLabels {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            tls_profile: format!("{:?}", args.tls_profile).to_lowercase(),
-        })
-        .set(1);
-    let mut registry = Registry::default();
-    metrics.register(&mut registry);
-    endpoint.register(&mut registry);
-    registry.register_collector(Box::new(ProcessCollector));
+    let profile = format!("{:?}", args.tls_profile).to_lowercase();
+    let build = [
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("tls_profile", profile),
+    ];
+    endpoint.build_info.get_or_create(&build).set(1);
     let content = Arc::new(Content {
-        registry,
-        health: Health::new(metrics.clone(), endpoint.clone(), queue_capacity),
-        probes: Probes::new(metrics, status),
+        registry: registry(&metrics, &endpoint, &status),
+        health: Health::new(status, metrics, endpoint.clone(), queue_capacity),
         endpoint,
     });
     if let Err(e) = spawn_thread(args, content) {
-        error!(event = audit::ENDPOINT_CLOSED, error = %format!("{e:#}"),
+        error!(event = ENDPOINT_CLOSED, error = %format!("{e:#}"),
                "the metrics endpoint cannot run at all; port sync goes on without it");
     }
 }
@@ -110,26 +96,32 @@ pub fn start(args: MetricsArgs, metrics: Metrics, queue_capacity: u64, status: D
 fn spawn_thread(args: MetricsArgs, content: Arc<Content>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .context("cannot start the metrics runtime")?;
+        .build();
+    let runtime = runtime.context("cannot start the metrics runtime")?;
     let mut sighup = {
         let _guard = runtime.enter();
         signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?
     };
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let (hup_tx, hup) = watch::channel(0u64);
-                tokio::spawn(async move {
-                    while sighup.recv().await.is_some() {
-                        hup_tx.send_modify(|n| *n += 1);
-                    }
-                });
-                tokio::spawn(observe_overruns(content.clone()));
-                run(args, content, hup).await;
-            })
-        })
+    let serve = async move {
+        let (hup_tx, hup) = watch::channel(0u64);
+        tokio::spawn(async move {
+            while sighup.recv().await.is_some() {
+                hup_tx.send_modify(|n| *n += 1);
+            }
+        });
+        // Keeps the health check's "overrun recently" right between scrapes.
+        let overruns = content.clone();
+        tokio::spawn(async move {
+            loop {
+                overruns.health.observe_overruns();
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+        run(args, content, hup).await;
+    };
+    let thread = std::thread::Builder::new().name("metrics".into());
+    thread
+        .spawn(move || runtime.block_on(serve))
         .context("cannot start the metrics thread")?;
     Ok(())
 }
@@ -137,20 +129,14 @@ fn spawn_thread(args: MetricsArgs, content: Arc<Content>) -> Result<()> {
 /// Opens the endpoint, retrying until it can; then serves forever.
 async fn run(args: MetricsArgs, content: Arc<Content>, mut hup: watch::Receiver<u64>) {
     let mut last_error = String::new();
-    loop {
+    let (tls, listener) = loop {
         match open(&args, &content.endpoint) {
-            Ok((tls, listener)) => {
-                info!(event = audit::ENDPOINT_OPEN, listen = %args.metrics_listen,
-                      profile = ?args.tls_profile, allowed_clients = ?args.metrics_allow_client,
-                      "metrics endpoint listening (TLS 1.3, client certificate required)");
-                serve(args, tls, content, listener, hup).await;
-                return;
-            }
+            Ok(opened) => break opened,
             Err(e) => {
                 let error = format!("{e:#}");
                 // Said once per distinct reason, not every retry.
                 if error != last_error {
-                    warn!(event = audit::ENDPOINT_CLOSED, listen = %args.metrics_listen, error,
+                    warn!(event = ENDPOINT_CLOSED, listen = %args.metrics_listen, error,
                           "metrics endpoint closed; port sync goes on; retrying every {} s and on SIGHUP",
                           POLL_INTERVAL.as_secs());
                     last_error = error;
@@ -161,6 +147,38 @@ async fn run(args: MetricsArgs, content: Arc<Content>, mut hup: watch::Receiver<
                 }
             }
         }
+    };
+    info!(event = ENDPOINT_OPEN, listen = %args.metrics_listen, profile = ?args.tls_profile,
+          allowed_clients = ?args.metrics_allow_client,
+          "metrics endpoint listening (TLS 1.3, client certificate required)");
+    tokio::spawn(supervise_watcher(
+        tls.clone(),
+        content.endpoint.clone(),
+        hup,
+    ));
+    let guard = Guard::new(&args, content.endpoint.clone());
+    let ctx = Arc::new(Shared {
+        args,
+        tls,
+        content,
+        guard,
+    });
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ticket = ctx.guard.arrive(peer.ip());
+        let ctx = ctx.clone();
+        tokio::spawn(async move { serve_connection(&ctx, stream, peer, ticket).await });
+        // Let the handshakes in progress move on before the next accept, so
+        // a flood of connections cannot keep them from finishing.
+        tokio::task::yield_now().await;
     }
 }
 
@@ -168,47 +186,11 @@ async fn run(args: MetricsArgs, content: Arc<Content>, mut hup: watch::Receiver<
 fn open(args: &MetricsArgs, endpoint: &EndpointMetrics) -> Result<(Arc<TlsState>, TcpListener)> {
     args.validate()?;
     let tls = Arc::new(TlsState::new(args.clone(), endpoint.clone())?);
-    let listener = TcpListener::from_std(bind_v6_only(args.metrics_listen)?)
-        .context("cannot register the metrics socket with the runtime")?;
-    Ok((tls, listener))
-}
-
-async fn serve(
-    args: MetricsArgs,
-    tls: Arc<TlsState>,
-    content: Arc<Content>,
-    listener: TcpListener,
-    hup: watch::Receiver<u64>,
-) {
-    tokio::spawn(supervise_watcher(
-        tls.clone(),
-        content.endpoint.clone(),
-        hup,
-    ));
-    let rate = |per_second: u32, burst: u32| Rate {
-        per_second: f64::from(per_second),
-        burst: f64::from(burst),
-    };
-    let ctx = Arc::new(Shared {
-        rate: RateLimiter::new(
-            rate(args.metrics_rate_limit, args.metrics_rate_burst),
-            rate(
-                args.metrics_client_rate_limit,
-                args.metrics_client_rate_burst,
-            ),
-        ),
-        unverified: UnverifiedPool::new(
-            args.metrics_max_unverified as usize,
-            args.metrics_max_unverified_per_source as usize,
-        ),
-        verified: Arc::new(Semaphore::new(args.metrics_max_connections as usize)),
-        scrapes: Semaphore::new(args.metrics_max_parallel_scrapes as usize),
-        audit: RefusalLog::default(),
-        args,
+    let listener = TcpListener::from_std(bind_v6_only(args.metrics_listen)?);
+    Ok((
         tls,
-        content,
-    });
-    accept_loop(listener, ctx).await;
+        listener.context("cannot register the metrics socket with the runtime")?,
+    ))
 }
 
 /// Runs the reload watcher, and if it ever ends (it never should) says so
@@ -231,7 +213,7 @@ fn watcher_ended(endpoint: &EndpointMetrics, error: Option<tokio::task::JoinErro
     endpoint.reload_watcher_restarts.inc();
     let error = error.map_or_else(|| "it returned".to_string(), |e| e.to_string());
     error!(
-        event = audit::RELOAD_WATCHER_DIED,
+        event = RELOAD_WATCHER_DIED,
         error, "the metrics TLS reload watcher ended (a bug: please report it); restarting it"
     );
 }
@@ -244,116 +226,39 @@ fn bind_v6_only(addr: SocketAddr) -> Result<StdTcpListener> {
     socket.set_only_v6(true).with_context(what)?;
     socket.set_reuse_address(true).with_context(what)?;
     socket.set_nonblocking(true).with_context(what)?;
-    socket.bind(&addr.into()).with_context(|| {
+    let taken = || {
         format!(
             "{} (is another process using the port? choose another with --metrics-listen)",
             what()
         )
-    })?;
+    };
+    socket.bind(&addr.into()).with_context(taken)?;
     socket.listen(1024).with_context(what)?;
     Ok(socket.into())
 }
 
-/// Keeps the health check's "overrun recently" right between scrapes.
-async fn observe_overruns(content: Arc<Content>) {
-    loop {
-        content.health.observe_overruns();
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
-}
-
-async fn accept_loop(listener: TcpListener, ctx: Arc<Shared>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (ticket, closed_one) = ctx.unverified.admit(peer.ip());
-        if closed_one {
-            ctx.content.endpoint.refused("evicted");
-        }
-        let ctx2 = ctx.clone();
-        tokio::spawn(async move { serve_connection(&ctx2, stream, peer, ticket).await });
-        // Let the handshakes in progress move on before the next accept, so
-        // a flood of connections cannot keep them from finishing.
-        tokio::task::yield_now().await;
-    }
-}
-
-/// The `reason` label of a failed handshake.
-fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
-    let Some(tls) = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    else {
-        return "connection_closed";
-    };
-    match tls {
-        rustls::Error::NoCertificatesPresented => "no_client_certificate",
-        rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer => "unknown_issuer",
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "not_yet_valid"
-            }
-            CertificateError::Revoked => "revoked",
-            CertificateError::BadSignature => "bad_signature",
-            CertificateError::Other(o) if o.0.downcast_ref::<NotAllowed>().is_some() => {
-                "client_not_allowed"
-            }
-            _ => "bad_certificate",
-        },
-        rustls::Error::PeerIncompatible(p) => match p {
-            PeerIncompatible::NoCipherSuitesInCommon => "no_common_cipher_suite",
-            PeerIncompatible::NoKxGroupsInCommon => "no_common_key_exchange",
-            PeerIncompatible::NoSignatureSchemesInCommon
-            | PeerIncompatible::NoCertificateRequestSignatureSchemesInCommon => {
-                "no_common_signature_scheme"
-            }
-            PeerIncompatible::SupportedVersionsExtensionRequired
-            | PeerIncompatible::Tls12NotOffered
-            | PeerIncompatible::Tls12NotOfferedOrEnabled => "no_common_version",
-            _ => "peer_incompatible",
-        },
-        rustls::Error::AlertReceived(_) => "alert_received",
-        rustls::Error::NoApplicationProtocol => "no_common_alpn",
-        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateHandshakeMessage { .. } => {
-            "invalid_message"
-        }
-        _ => "other",
-    }
-}
-
-/// How a connection's handshake went.
-enum Handshake {
-    Done(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    /// Closed to make room in the unverified pool.
-    Displaced,
-    Timeout,
-    Failed(std::io::Error),
-}
-
 /// The handshake, bounded by the timeout and by the pool (a newer
-/// connection may take this one's place); returns the SANs the client
-/// presented too.
+/// connection may take this one's place); the SANs the client presented.
 async fn handshake(
     ctx: &Shared,
     stream: TcpStream,
     ticket: &mut Ticket,
-) -> (Handshake, Vec<String>) {
+) -> (
+    Result<tokio_rustls::server::TlsStream<TcpStream>, &'static str>,
+    Vec<String>,
+) {
     let acceptor = TlsAcceptor::from(ctx.tls.current());
     let attempt = async {
         let outcome = tokio::select! {
-            _ = &mut ticket.evicted => Handshake::Displaced,
+            _ = &mut ticket.evicted => Err("evicted"),
             r = tokio::time::timeout(ctx.args.handshake_timeout(), acceptor.accept(stream)) => match r {
-                Err(_) => Handshake::Timeout,
-                Ok(Err(e)) => Handshake::Failed(e),
-                Ok(Ok(tls)) => Handshake::Done(Box::new(tls)),
+                Err(_) => Err("timeout"),
+                Ok(Err(e)) => {
+                    let reason = handshake_failure_reason(&e);
+                    debug!(reason, error = %e, "metrics TLS handshake failed");
+                    Err(reason)
+                }
+                Ok(Ok(tls)) => Ok(tls),
             },
         };
         (outcome, PRESENTED.with(|p| p.take()))
@@ -367,43 +272,24 @@ async fn serve_connection(
     peer: SocketAddr,
     mut ticket: Ticket,
 ) {
-    let endpoint = &ctx.content.endpoint;
     let (outcome, presented) = handshake(ctx, stream, &mut ticket).await;
     drop(ticket);
-    let tls = match outcome {
-        Handshake::Done(tls) => tls,
-        Handshake::Displaced => {
-            ctx.audit.refused(peer, &presented, "evicted");
-            return;
-        }
-        Handshake::Timeout => {
-            endpoint.handshake_failed("timeout");
-            ctx.audit.refused(peer, &presented, "timeout");
-            return;
-        }
-        Handshake::Failed(e) => {
-            let reason = handshake_failure_reason(&e);
-            endpoint.handshake_failed(reason);
-            debug!(%peer, reason, error = %e, "metrics TLS handshake failed");
-            ctx.audit.refused(peer, &presented, reason);
-            return;
-        }
-    };
-    let Ok(_permit) = ctx.verified.clone().try_acquire_owned() else {
-        endpoint.refused("max_connections");
-        ctx.audit.refused(peer, &presented, "max_connections");
+    let verified = ctx
+        .guard
+        .verified(peer, &presented, outcome.as_ref().map(drop).map_err(|e| *e));
+    let (Ok(tls), Some(_permit)) = (outcome, verified) else {
         return;
     };
     let identity = presented
         .first()
         .cloned()
         .unwrap_or_else(|| "unnamed".to_string());
+    let endpoint = &ctx.content.endpoint;
     endpoint.connections_open.inc();
     let service = {
         let ctx = ctx.clone();
         service_fn(move |req| {
-            let ctx = ctx.clone();
-            let identity = identity.clone();
+            let (ctx, identity) = (ctx.clone(), identity.clone());
             async move { Ok::<_, Infallible>(respond(&ctx, &identity, &req)) }
         })
     };
@@ -415,21 +301,13 @@ async fn serve_connection(
         .keep_alive(true);
     let connection = http.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(connection);
-    let lifetime = tokio::time::sleep(ctx.args.connection_lifetime());
-    tokio::pin!(lifetime);
-    let ended = tokio::select! {
+    let result = tokio::select! {
         r = connection.as_mut() => Some(r),
-        _ = &mut lifetime => None,
-    };
-    let result = match ended {
-        Some(r) => Some(r),
-        None => {
+        _ = tokio::time::sleep(ctx.args.connection_lifetime()) => {
             // At the lifetime: no new request; the one in progress finishes
             // (with `connection: close`), then the connection closes.
             connection.as_mut().graceful_shutdown();
-            tokio::time::timeout(GRACEFUL_CLOSE, connection.as_mut())
-                .await
-                .ok()
+            tokio::time::timeout(GRACEFUL_CLOSE, connection.as_mut()).await.ok()
         }
     };
     if let Some(Err(e)) = result {
@@ -438,10 +316,8 @@ async fn serve_connection(
     endpoint.connections_open.dec();
 }
 
-fn respond(ctx: &Shared, identity: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
+fn respond(ctx: &Shared, identity: &str, req: &Request<Incoming>) -> Reply {
     let mut response = route(ctx, identity, req);
-    let headers = response.headers_mut();
     for (name, value) in [
         ("strict-transport-security", "max-age=31536000"),
         ("x-content-type-options", "nosniff"),
@@ -453,101 +329,99 @@ fn respond(ctx: &Shared, identity: &str, req: &Request<Incoming>) -> Response<Fu
         ("referrer-policy", "no-referrer"),
         ("cache-control", "no-store"),
     ] {
-        headers.insert(name, HeaderValue::from_static(value));
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
     }
     ctx.content
         .endpoint
-        .answered(path, response.status().as_u16());
+        .answered(req.uri().path(), response.status().as_u16());
     response
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+/// A response with `status`, `content_type` and `body`.
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
-fn retry_after(mut r: Response<Full<Bytes>>, wait: Duration) -> Response<Full<Bytes>> {
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn retry_after(mut r: Reply, wait: Duration) -> Reply {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     r
 }
 
-/// The paths served; anything else is 404.
-pub const PATHS: [&str; 4] = ["/metrics", "/healthz", "/livez", "/readyz"];
-
-fn route(ctx: &Shared, identity: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// One `match` on the path, after the method and the rate limit.
+fn route(ctx: &Shared, identity: &str, req: &Request<Incoming>) -> Reply {
     let path = req.uri().path();
     if !PATHS.contains(&path) {
-        return plain(
+        return reply(
             StatusCode::NOT_FOUND,
+            TEXT,
             "not found: try /metrics, /healthz, /livez or /readyz\n",
         );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET and HEAD\n");
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    if let Err(wait) = ctx.rate.admit(identity) {
+    if let Err(wait) = ctx.guard.admit(identity) {
         return retry_after(
-            plain(StatusCode::TOO_MANY_REQUESTS, "too many requests\n"),
+            reply(StatusCode::TOO_MANY_REQUESTS, TEXT, "too many requests\n"),
             wait,
         );
     }
-    let probe = match path {
-        "/livez" => Some(ctx.content.probes.live()),
-        "/readyz" => Some(ctx.content.probes.ready()),
-        _ => None,
-    };
-    if let Some((pass, text)) = probe {
-        let mut r = Response::new(Full::new(Bytes::from(text)));
-        if !pass {
-            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let health = &ctx.content.health;
+    let ok_or_503 = |pass: bool| {
+        if pass {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
         }
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        return r;
-    }
-    if path == "/healthz" {
-        let report = ctx.content.health.report();
-        let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        if report.status == Status::Fail {
-            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        }
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        return r;
-    }
-    let Ok(_scrape) = ctx.scrapes.try_acquire() else {
-        return retry_after(
-            plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many scrapes in progress\n",
-            ),
-            Duration::from_secs(1),
-        );
     };
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
-    let (content_type, body) = render(&ctx.content.registry, wants_openmetrics(accept));
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
+    match path {
+        "/livez" | "/readyz" => {
+            let (pass, body) = if path == "/livez" {
+                health.live()
+            } else {
+                health.ready()
+            };
+            reply(ok_or_503(pass), TEXT, body)
+        }
+        "/healthz" => {
+            let report = health.report();
+            let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
+            reply(
+                ok_or_503(report.status != Verdict::Fail),
+                "application/json",
+                body,
+            )
+        }
+        _ => {
+            let Some(_scrape) = ctx.guard.scrape() else {
+                let busy = reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    "too many scrapes in progress\n",
+                );
+                return retry_after(busy, Duration::from_secs(1));
+            };
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let (content_type, body) = render(&ctx.content.registry, accept);
+            reply(StatusCode::OK, content_type, body)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -93,12 +93,15 @@ pub struct DbLayout {
 
 /// Parses one `database_config.json` text; `origin` names it in errors.
 pub fn parse_layout(text: &str, origin: &Path) -> Result<DbLayout> {
-    let raw: RawConfig = serde_json::from_str(text).with_context(|| {
+    let not_valid = || {
         format!(
             "{} is not a valid SONiC database_config.json (expected INSTANCES and DATABASES objects)",
             origin.display()
         )
-    })?;
+    };
+    let value: serde_json::Value = serde_json::from_str(text).with_context(not_valid)?;
+    check_field_types(&value).with_context(|| format!("{}", origin.display()))?;
+    let raw: RawConfig = serde_json::from_value(value).with_context(not_valid)?;
     let resolve = |name: &str| -> Result<Database> {
         let db = raw.databases.get(name).ok_or_else(|| {
             anyhow!(
@@ -131,11 +134,71 @@ pub fn parse_layout(text: &str, origin: &Path) -> Result<DbLayout> {
             instance: instance.clone(),
         })
     };
-    Ok(DbLayout {
+    let layout = DbLayout {
         appl: resolve("APPL_DB")?,
         config: resolve("CONFIG_DB")?,
         state: resolve("STATE_DB")?,
-    })
+    };
+    let mut names: Vec<&String> = raw.databases.keys().collect();
+    names.sort();
+    for name in names {
+        let db = &raw.databases[name];
+        if !raw.instances.contains_key(&db.instance) {
+            bail!(
+                "{}: {name} names instance {:?}, which INSTANCES does not define",
+                origin.display(),
+                db.instance
+            );
+        }
+        // Two databases in one Redis database would overwrite each other.
+        for ours in [&layout.appl, &layout.config, &layout.state] {
+            let same_server = db.instance == ours.instance_name
+                || (ours.instance.unix_socket_path.is_some()
+                    && raw.instances[&db.instance].unix_socket_path
+                        == ours.instance.unix_socket_path);
+            if *name != ours.name && db.id == ours.id && same_server {
+                bail!(
+                    "{}: {name} and {} are both database {} on instance {:?}; they would \
+                     overwrite each other's keys: give each its own id",
+                    origin.display(),
+                    ours.name,
+                    ours.id,
+                    ours.instance_name
+                );
+            }
+        }
+    }
+    Ok(layout)
+}
+
+/// Names the field whose value has the wrong type (serde's own message
+/// names only the expected type).
+fn check_field_types(value: &serde_json::Value) -> Result<()> {
+    use serde_json::Value;
+    type Check = fn(&Value) -> bool;
+    let fields: [(&str, &str, Check); 6] = [
+        ("INSTANCES", "hostname", Value::is_string),
+        ("INSTANCES", "port", |v| {
+            v.as_u64().is_some_and(|p| p <= 65_535)
+        }),
+        ("INSTANCES", "unix_socket_path", Value::is_string),
+        ("DATABASES", "id", Value::is_i64),
+        ("DATABASES", "separator", Value::is_string),
+        ("DATABASES", "instance", Value::is_string),
+    ];
+    for (section, field, ok) in fields {
+        let entries = value
+            .get(section)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten();
+        for (name, entry) in entries {
+            if let Some(v) = entry.get(field).filter(|v| !v.is_null() && !ok(v)) {
+                bail!("{section}.{name}.{field} is {v}, which is not a valid {field}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the layout from `path`, or for a multi-ASIC `namespace` from the
@@ -231,6 +294,31 @@ mod tests {
         let text = STOCK_LAYOUT.replace("\"instance\": \"redis\"}", "\"instance\": \"redis9\"}");
         let err = parse_layout(&text, Path::new("c.json")).unwrap_err();
         assert!(format!("{err:#}").contains("redis9"), "{err:#}");
+    }
+
+    #[test]
+    fn shared_ids_and_unknown_instances_are_refused() {
+        let text = STOCK_LAYOUT.replace("\"id\": 6", "\"id\": 4");
+        let err = format!(
+            "{:#}",
+            parse_layout(&text, Path::new("c.json")).unwrap_err()
+        );
+        assert!(
+            err.contains("CONFIG_DB and STATE_DB are both database 4"),
+            "{err}"
+        );
+        let text = STOCK_LAYOUT.replace(
+            "\"id\": 2, \"separator\": \":\", \"instance\": \"redis\"",
+            "\"id\": 2, \"separator\": \":\", \"instance\": \"redis3\"",
+        );
+        let err = format!(
+            "{:#}",
+            parse_layout(&text, Path::new("c.json")).unwrap_err()
+        );
+        assert!(
+            err.contains("COUNTERS_DB names instance \"redis3\""),
+            "{err}"
+        );
     }
 
     #[test]

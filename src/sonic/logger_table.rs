@@ -15,7 +15,7 @@ use redis::Client;
 use redis::aio::MultiplexedConnection;
 use tracing::{debug, info, warn};
 
-use super::connect::connect;
+use super::connect::{connect, explain_client};
 use super::db_config::Database;
 use super::redis_value::shown;
 use crate::backoff::Backoff;
@@ -143,15 +143,29 @@ async fn follow_once(
     let mut pubsub = tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.get_async_pubsub())
         .await
         .map_err(|_| anyhow!("connecting for the keyspace subscription timed out"))?
-        .map_err(|e| anyhow!("cannot connect for the keyspace subscription: {e}"))?;
-    pubsub
-        .subscribe(channel)
-        .await
-        .map_err(|e| anyhow!("cannot subscribe to {channel}: {e}"))?;
+        .map_err(|e| {
+            anyhow!(
+                "keyspace subscription: {}",
+                explain_client(&e, "CONFIG_DB", client)
+            )
+        })?;
+    pubsub.subscribe(channel).await.map_err(|e| {
+        anyhow!(
+            "subscribing to {channel}: {}",
+            explain_client(&e, "CONFIG_DB", client)
+        )
+    })?;
     let mut conn = connect(client)
         .await
-        .map_err(|e| anyhow!("cannot connect: {e}"))?;
-    if !*said_notifications_off {
+        .map_err(|e| anyhow!("{}", explain_client(&e, "CONFIG_DB", client)))?;
+    // A least-privilege user may not read the server's settings (CONFIG
+    // GET): do not ask, so its refusal never shows in the server's ACL LOG.
+    let may_read_config = client
+        .get_connection_info()
+        .redis_settings()
+        .username()
+        .is_none();
+    if may_read_config && !*said_notifications_off {
         *said_notifications_off = warn_if_notifications_off(&mut conn, key).await;
     }
     write_defaults(&mut conn, key).await?;

@@ -1,14 +1,25 @@
-//! Command-line settings of the metrics endpoint, flattened into `Cli`
-//! (and so also keys of the TOML file: `metrics_max_unverified = 32`).
+//! Settings of the metrics endpoint, flattened into `Cli` (and so also keys
+//! of the TOML file: `metrics_max_unverified = 32`), and their check: an
+//! address or an allow-list name that can never work keeps the endpoint
+//! closed and is refused by check-config. Kept here, below both the
+//! command line and the endpoint, which both use them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
-use super::tls_profile::TlsProfile;
+/// Which algorithms the endpoint accepts (the endpoint builds each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsProfile {
+    /// CNSA 2.0-style: TLS_AES_256_GCM_SHA384, ML-KEM-1024 (preferred) or
+    /// secp384r1, ECDSA P-384 signatures only.
+    Cnsa,
+    /// Also the other TLS 1.3 suites and X25519MLKEM768 / X25519 / secp256r1.
+    Modern,
+}
 
 /// The default address: loopback, port 7493 (docs/metrics.md says why that
 /// port: it collides with nothing common on a switch or a Prometheus host).
@@ -54,7 +65,9 @@ pub struct MetricsArgs {
 
     /// Only clients whose certificate carries this exact DNS, URI or IP
     /// subject alternative name may scrape (never matched against the CN);
-    /// repeatable. Without it, any certificate from --metrics-ca may scrape.
+    /// repeatable. Written as the certificate stores it: a DNS name in
+    /// lower case, internationalised names as A-labels (`xn--...`), no
+    /// trailing dot. Without it, any certificate from --metrics-ca may scrape.
     #[arg(long = "metrics-allow-client", value_name = "NAME")]
     pub metrics_allow_client: Vec<String>,
 
@@ -139,23 +152,69 @@ impl MetricsArgs {
         Duration::from_secs(self.metrics_connection_lifetime)
     }
 
-    /// Refuses an address that is not plain IPv6.
+    /// Refuses an address that is not plain IPv6, and allow-list names
+    /// that no certificate can ever match.
     pub fn validate(&self) -> Result<()> {
+        for name in &self.metrics_allow_client {
+            check_allowed_name(name)?;
+        }
         match self.metrics_listen {
             SocketAddr::V4(a) => bail!(
-                "--metrics-listen {a} is an IPv4 address; the metrics endpoint listens on IPv6 \
-                 only: use e.g. [::1]:{} (loopback) or [::]:{} (every IPv6 address)",
+                "`metrics_listen` (--metrics-listen) {a} is an IPv4 address; the metrics endpoint \
+                 listens on IPv6 only: use e.g. [::1]:{} (loopback) or [::]:{} (every IPv6 address)",
                 a.port(),
                 a.port()
             ),
             SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some() => bail!(
-                "--metrics-listen {a} is an IPv4-mapped address; the metrics endpoint listens \
-                 on IPv6 only: use e.g. [::1]:{}",
+                "`metrics_listen` (--metrics-listen) {a} is an IPv4-mapped address; the metrics \
+                 endpoint listens on IPv6 only: use e.g. [::1]:{}",
                 a.port()
             ),
             SocketAddr::V6(_) => Ok(()),
         }
     }
+}
+
+/// Refuses an allow-list entry that can never equal a SAN as certificates
+/// store them (DNS names: ASCII A-labels, lower case, no trailing dot).
+fn check_allowed_name(name: &str) -> Result<()> {
+    let key = "`metrics_allow_client` (--metrics-allow-client)";
+    let why = if name.is_empty() {
+        "is empty".to_string()
+    } else if name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    } else if !name.is_ascii() {
+        match idna::domain_to_ascii(name) {
+            Ok(a_label) if !name.contains(':') => format!(
+                "is not ASCII; certificates store internationalised names as A-labels: write {a_label:?}"
+            ),
+            _ => "is not ASCII; certificates store names in ASCII".to_string(),
+        }
+    } else if name.contains(':') {
+        return Ok(()); // a URI SAN, compared byte for byte
+    } else if name.ends_with('.') {
+        format!(
+            "ends with a dot; certificates store names without it: write {:?}",
+            name.trim_end_matches('.')
+        )
+    } else if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        format!(
+            "has upper case; certificates store DNS names in lower case: write {:?}",
+            name.to_ascii_lowercase()
+        )
+    } else if name.split('.').any(|l| {
+        l.is_empty()
+            || !l
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+    }) {
+        "is not a DNS name (letters, digits, '-' and dots), an IP address or a URI".to_string()
+    } else {
+        return Ok(());
+    };
+    bail!(
+        "{key} {name:?} {why}; such an entry matches no certificate, so every scrape would be refused"
+    )
 }
 
 #[cfg(test)]
@@ -189,6 +248,32 @@ mod tests {
         parse(&["--metrics-listen", "[::]:9090"])
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn allow_list_names_that_can_never_match_are_refused() {
+        for (name, says) in [
+            ("", "is empty"),
+            ("prométheus.example", "\"xn--promtheus-e4a.example\""),
+            ("Prometheus.example", "\"prometheus.example\""),
+            ("prometheus.example.", "without it"),
+            ("prometheus..example", "not a DNS name"),
+        ] {
+            let err = check_allowed_name(name).unwrap_err().to_string();
+            assert!(
+                err.contains(says) && err.contains("metrics_allow_client"),
+                "{name}: {err}"
+            );
+        }
+        for ok in [
+            "prometheus.example",
+            "*.example",
+            "::1",
+            "192.0.2.1",
+            "spiffe://example/Prometheus",
+        ] {
+            check_allowed_name(ok).unwrap();
+        }
     }
 
     #[test]
