@@ -670,11 +670,25 @@ fn reap_stale_namespaces() {
 // ---------------------------------------------------------------------------
 
 /// A thread that runs `scripts/consumer.lua` on APPL_DB PORT_TABLE every
-/// ~5 ms, reconnecting whenever Redis goes away. Stops on drop.
+/// ~5 ms, reconnecting whenever Redis goes away. Stops on drop. An error
+/// other than Redis being away (the script failing, a reply of the wrong
+/// type) fails the test: [`Consumer::popped`] and the drop panic with it,
+/// instead of the consumer quietly popping nothing.
 pub struct Consumer {
     stop: Arc<AtomicBool>,
     popped: Arc<AtomicUsize>,
+    failed: Arc<std::sync::Mutex<Option<String>>>,
     handle: Option<JoinHandle<()>>,
+}
+
+/// Whether `e` only says that Redis is away, stopped, or restarting: the
+/// consumer connects again, as orchagent would.
+fn redis_is_away(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
 }
 
 impl Consumer {
@@ -685,11 +699,13 @@ impl Consumer {
     pub fn start_table(socket: &Path, table: &str) -> Consumer {
         let stop = Arc::new(AtomicBool::new(false));
         let popped = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(std::sync::Mutex::new(None));
         let url = format!("redis+unix://{}?db={APPL_DB}", socket.display());
         let table = table.to_string();
         let handle = {
             let stop = stop.clone();
             let popped = popped.clone();
+            let failed = failed.clone();
             thread::Builder::new()
                 .name("consumer".into())
                 .spawn(move || {
@@ -710,7 +726,15 @@ impl Consumer {
                                 Ok(n) => {
                                     popped.fetch_add(n as usize, Ordering::Relaxed);
                                 }
-                                Err(_) => con = None,
+                                Err(e) => {
+                                    if !redis_is_away(&e) {
+                                        let mut failed = failed.lock().unwrap();
+                                        failed.get_or_insert(format!(
+                                            "the consumer's script on {table} failed: {e}"
+                                        ));
+                                    }
+                                    con = None;
+                                }
                             }
                         }
                         thread::sleep(Duration::from_millis(5));
@@ -721,13 +745,22 @@ impl Consumer {
         Consumer {
             stop,
             popped,
+            failed,
             handle: Some(handle),
         }
     }
 
-    /// How many keys it has popped so far.
+    /// How many keys it has popped so far; panics if its script failed.
     pub fn popped(&self) -> usize {
+        self.assert_ok();
         self.popped.load(Ordering::Relaxed)
+    }
+
+    /// Panics with the first error of the consumer's script, if any.
+    pub fn assert_ok(&self) {
+        if let Some(e) = self.failed.lock().unwrap().as_ref() {
+            panic!("{e}");
+        }
     }
 }
 
@@ -736,6 +769,13 @@ impl Drop for Consumer {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
+        }
+        if thread::panicking() {
+            if let Some(e) = self.failed.lock().unwrap().as_ref() {
+                eprintln!("{e}");
+            }
+        } else {
+            self.assert_ok();
         }
     }
 }
@@ -822,9 +862,18 @@ impl Daemon {
         self.child.as_ref().expect("daemon already reaped").id()
     }
 
-    /// Everything the daemon wrote to stdout/stderr so far.
+    /// Everything the daemon wrote to stdout/stderr so far. A log that
+    /// cannot be read fails the test: an empty string would let "the log
+    /// does not contain X" pass.
     pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.try_log().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Daemon::log`], or why it cannot be read.
+    fn try_log(&self) -> Result<String, String> {
+        fs::read(&self.log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .map_err(|e| format!("cannot read the daemon's log {}: {e}", self.log.display()))
     }
 
     /// The exit status if it has exited, `None` while it runs.
@@ -887,10 +936,12 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
         if thread::panicking() {
+            // Already panicking: a log that cannot be read is said, not
+            // raised again.
+            let log = self.try_log().unwrap_or_else(|e| e);
             eprintln!(
-                "----- portsyncd ({state}) log {} -----\n{}\n----- end of portsyncd log -----",
+                "----- portsyncd ({state}) log {} -----\n{log}\n----- end of portsyncd log -----",
                 self.log.display(),
-                self.log()
             );
         }
     }
