@@ -994,6 +994,8 @@ impl Bed {
     /// Waits until, for every port in `names`, STATE_DB `PORT_TABLE|<name>`
     /// matches the kernel's current state of that netdev (both re-read on
     /// every poll). On timeout the panic lists every port still wrong.
+    /// Returns at the first poll that matches: after a fault, where a stale
+    /// write may still land, use [`Bed::wait_all_settled`].
     pub fn wait_all_match_kernel(
         &self,
         timeout: Duration,
@@ -1007,32 +1009,85 @@ impl Bed {
                 names.len()
             ),
             || {
-                let kernel = self.ns.links();
-                let mut con = self.redis.con(STATE_DB);
-                let mut wrong = BTreeMap::new();
-                rows.clear();
-                for name in names {
-                    let key = format!("PORT_TABLE|{name}");
-                    let row: Fields = redis::cmd("HGETALL")
-                        .arg(&key)
-                        .query(&mut con)
-                        .unwrap_or_else(|e| panic!("HGETALL {key}: {e}"));
-                    let bad = match kernel.get(*name) {
-                        Some(k) => k.mismatches(&row),
-                        None => vec!["no such netdev".to_string()],
-                    };
-                    if !bad.is_empty() {
-                        wrong.insert(name.to_string(), bad);
-                    }
-                    rows.insert(name.to_string(), row);
-                }
+                let (now, wrong) = self.rows_against_kernel(names);
+                rows = now;
                 wrong
             },
             BTreeMap::is_empty,
         );
         rows
     }
+
+    /// Like [`Bed::wait_all_match_kernel`], then the rows must stay right
+    /// for [`SETTLE`] (at least [`SETTLE_POLLS`] polls, kernel and Redis
+    /// re-read each time): a first match can be a coincidence while the
+    /// daemon still works through older changes, and a stale write landing
+    /// after it would otherwise go unseen. Rows that go wrong again are
+    /// waited for again, up to `timeout` in all; the panic then names the
+    /// rows that did not stay right.
+    pub fn wait_all_settled(&self, timeout: Duration, names: &[&str]) -> BTreeMap<String, Fields> {
+        let start = Instant::now();
+        loop {
+            let rows = self.wait_all_match_kernel(timeout.saturating_sub(start.elapsed()), names);
+            let matched = Instant::now();
+            let mut polls = 0;
+            let went_wrong = loop {
+                if polls >= SETTLE_POLLS && matched.elapsed() >= SETTLE {
+                    break None;
+                }
+                thread::sleep(SETTLE / SETTLE_POLLS as u32);
+                let (_, wrong) = self.rows_against_kernel(names);
+                if !wrong.is_empty() {
+                    break Some(wrong);
+                }
+                polls += 1;
+            };
+            let Some(wrong) = went_wrong else {
+                return rows;
+            };
+            assert!(
+                start.elapsed() < timeout,
+                "STATE_DB PORT_TABLE rows matched the kernel, then went wrong \
+                 {:?} later and did not settle within {timeout:?}: {wrong:#?}",
+                matched.elapsed()
+            );
+            eprintln!("rows matched the kernel, then went wrong: {wrong:?}; waiting again");
+        }
+    }
+
+    /// Every row of `names` as STATE_DB holds it now, and what each gets
+    /// wrong against the kernel right now.
+    fn rows_against_kernel(
+        &self,
+        names: &[&str],
+    ) -> (BTreeMap<String, Fields>, BTreeMap<String, Vec<String>>) {
+        let kernel = self.ns.links();
+        let mut con = self.redis.con(STATE_DB);
+        let mut rows = BTreeMap::new();
+        let mut wrong = BTreeMap::new();
+        for name in names {
+            let key = format!("PORT_TABLE|{name}");
+            let row: Fields = redis::cmd("HGETALL")
+                .arg(&key)
+                .query(&mut con)
+                .unwrap_or_else(|e| panic!("HGETALL {key}: {e}"));
+            let bad = match kernel.get(*name) {
+                Some(k) => k.mismatches(&row),
+                None => vec!["no such netdev".to_string()],
+            };
+            if !bad.is_empty() {
+                wrong.insert(name.to_string(), bad);
+            }
+            rows.insert(name.to_string(), row);
+        }
+        (rows, wrong)
+    }
 }
+
+/// How long rows must keep matching the kernel to count as settled
+/// ([`Bed::wait_all_settled`]), and the fewest polls in that time.
+pub const SETTLE: Duration = Duration::from_millis(500);
+pub const SETTLE_POLLS: usize = 5;
 
 /// Helper for hash comparisons in assertions.
 pub fn fields(pairs: &[(&str, &str)]) -> Fields {

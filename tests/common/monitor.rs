@@ -53,11 +53,15 @@ impl Monitor {
         s
     }
 
+    /// Every command Redis executed, as (command, arguments).
+    pub fn commands(&self) -> Vec<(String, Vec<String>)> {
+        self.text().lines().filter_map(parse_monitor_line).collect()
+    }
+
     /// Every write command Redis executed, as (command, arguments).
     pub fn writes(&self) -> Vec<(String, Vec<String>)> {
-        self.text()
-            .lines()
-            .filter_map(parse_monitor_line)
+        self.commands()
+            .into_iter()
             .filter(|(cmd, _)| WRITE_COMMANDS.contains(&cmd.as_str()))
             .collect()
     }
