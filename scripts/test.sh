@@ -26,6 +26,8 @@ declare -A provides=(
     [promtool]=prometheus
     [nginx]=nginx
     [systemd-analyze]=systemd
+    # Delays the daemon's netlink reads (tests/hostile_data.rs).
+    [strace]=strace
     # The Debian package (scripts/package.sh, tests/debian_package.rs).
     [dpkg-shlibdeps]=dpkg-dev
     [strip]=binutils
