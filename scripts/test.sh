@@ -4,7 +4,8 @@
 # every test. `.ci/run` calls exactly this.
 #
 # Environment:
-#   TEST_RUNNER=cargo|nextest   force a runner (default: nextest if installed)
+#   TEST_RUNNER=cargo|nextest   the runner (default: nextest, installed when missing;
+#                               only nextest cuts a hung test, .config/nextest.toml)
 #   SKIP_DENY=1                 skip `cargo deny` (e.g. offline development)
 set -euo pipefail
 
@@ -25,6 +26,8 @@ declare -A provides=(
     [promtool]=prometheus
     [nginx]=nginx
     [systemd-analyze]=systemd
+    # Delays the daemon's netlink reads (tests/hostile_data.rs).
+    [strace]=strace
     # The Debian package (scripts/package.sh, tests/debian_package.rs).
     [dpkg-shlibdeps]=dpkg-dev
     [strip]=binutils
@@ -88,9 +91,12 @@ fi
 log "Debian package (scripts/package.sh)"
 bash scripts/package.sh
 
-runner=${TEST_RUNNER:-}
-if [[ -z $runner ]]; then
-    if command -v cargo-nextest >/dev/null 2>&1; then runner=nextest; else runner=cargo; fi
+runner=${TEST_RUNNER:-nextest}
+# nextest, so that .config/nextest.toml's slow-timeout ends a hung test in
+# minutes (`cargo test` has no timeout).
+if [[ $runner == nextest ]] && ! command -v cargo-nextest >/dev/null 2>&1; then
+    log "installing cargo-nextest"
+    cargo install --locked cargo-nextest
 fi
 log "tests ($runner)"
 case $runner in

@@ -263,6 +263,84 @@ mod tests {
         assert_eq!(cli.shutdown_timeout, 10);
     }
 
+    /// Every key of the file, not a list kept by hand (a new flag is
+    /// covered the day it is added): set alone in the file to a value its
+    /// flag takes and that changes something, it gives the settings the
+    /// flag gives on the command line.
+    #[test]
+    fn every_key_of_every_flag_sets_what_its_flag_sets() {
+        use clap::Parser;
+        let command = Cli::command();
+        let parse = |words: &[String]| {
+            let words = std::iter::once("portsyncd".to_string()).chain(words.iter().cloned());
+            Cli::try_parse_from(words)
+                .ok()
+                .map(|cli| format!("{cli:?}"))
+        };
+        let defaults = parse(&[]).unwrap();
+        let mut keys = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, CONFIG_ARG | "help" | "version") {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            let flag = format!("--{long}");
+            // (file text, command line) pairs to try, first one that the
+            // flag takes and that changes a setting wins.
+            let mut tries: Vec<(String, Vec<String>)> = Vec::new();
+            if matches!(arg.get_action(), ArgAction::SetTrue) {
+                tries.push((format!("{key} = true"), vec![flag.clone()]));
+            }
+            let mut values: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .map(|v| v.get_name().to_string())
+                .collect();
+            values.extend(
+                [
+                    "17",
+                    "1024",
+                    "4194304",
+                    "30",
+                    "7",
+                    "2",
+                    "/x/file",
+                    "asic1",
+                    "[::1]:9999",
+                ]
+                .map(String::from),
+            );
+            for v in values {
+                let text = if matches!(arg.get_action(), ArgAction::Append) {
+                    format!("{key} = [\"{v}\"]")
+                } else if v.parse::<i64>().is_ok() {
+                    format!("{key} = {v}")
+                } else {
+                    format!("{key} = \"{v}\"")
+                };
+                tries.push((text, vec![flag.clone(), v]));
+            }
+            let Some((text, words, flags)) = tries.into_iter().find_map(|(text, words)| {
+                parse(&words)
+                    .filter(|cli| *cli != defaults)
+                    .map(|cli| (text, words, cli))
+            }) else {
+                panic!("no value of {flag} to try in the file; add one to this test");
+            };
+            let from_file = load_text(&["portsyncd"], &format!("{text}\n"))
+                .unwrap_or_else(|e| panic!("`{text}` refused, {words:?} taken: {e:#}"));
+            assert_eq!(
+                format!("{from_file:?}"),
+                flags,
+                "`{text}` does not set what {words:?} sets"
+            );
+            keys += 1;
+        }
+        assert!(keys >= 20, "only {keys} keys");
+        eprintln!("{keys} keys checked");
+    }
+
     #[test]
     fn the_command_line_wins_over_the_file() {
         let cli = load_text(

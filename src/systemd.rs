@@ -290,12 +290,32 @@ mod tests {
     fn a_full_receiver_never_blocks_the_sender() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
-        let _listener = UnixDatagram::bind(&path).unwrap();
+        let listener = UnixDatagram::bind(&path).unwrap();
         let notifier = Notifier::to_address(path.as_os_str().as_encoded_bytes()).unwrap();
-        // Far more than a unix datagram queue holds (net.unix.max_dgram_qlen).
-        for _ in 0..10_000 {
-            notifier.notify("WATCHDOG=1");
+        // Far more than a unix datagram queue holds (net.unix.max_dgram_qlen),
+        // in a thread, so a send that blocks fails the test after a second
+        // (each send takes microseconds) instead of hanging it.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..10_000 {
+                notifier.notify("WATCHDOG=1");
+            }
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(1))
+            .expect("10000 notifications to a full receiver took over a second: a send blocked");
+        // What the queue held did arrive: a notifier that sends nothing
+        // does not pass.
+        listener.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let mut received = 0;
+        while let Ok(n) = listener.recv(&mut buf) {
+            assert_eq!(&buf[..n], b"WATCHDOG=1");
+            received += 1;
         }
+        assert!(received > 0, "no notification arrived");
+        assert!(received < 10_000, "the queue never filled ({received})");
     }
 
     #[tokio::test]

@@ -215,13 +215,14 @@ fn exported_names(body: &str) -> BTreeSet<String> {
 const CREATED_ON_FIRST_FAILURE: [&str; 1] = ["portsyncd_link_events_failed_total"];
 
 /// Whether the daemon's source under src/ registers `name` (without the
-/// `portsyncd_` prefix and the `_total` suffix, as the registry spells it).
+/// `portsyncd_` prefix and the `_total` suffix, as the registry spells it):
+/// a `register("name"` or `register_with_unit("name"` call outside a
+/// comment, not merely the name somewhere in a string or a comment.
 fn registered_in_source(name: &str) -> bool {
     let short = name
         .strip_prefix("portsyncd_")
         .and_then(|n| n.strip_suffix("_total"))
         .unwrap_or(name);
-    let literal = format!("\"{short}\"");
     let mut dirs = vec![std::path::PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/src"
@@ -231,14 +232,50 @@ fn registered_in_source(name: &str) -> bool {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs")
-                && std::fs::read_to_string(&path).is_ok_and(|t| t.contains(&literal))
-            {
-                return true;
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if registers(&text, short) {
+                    return true;
+                }
             }
         }
     }
     false
+}
+
+/// Whether Rust source `text` has a `.register(` or `.register_with_unit(`
+/// call whose first argument is the literal `"short"`, outside comments.
+fn registers(text: &str, short: &str) -> bool {
+    let code: String = text
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let literal = format!("\"{short}\"");
+    [".register(", ".register_with_unit("].iter().any(|call| {
+        code.match_indices(call)
+            .any(|(at, _)| code[at + call.len()..].trim_start().starts_with(&literal))
+    })
+}
+
+#[test]
+fn only_a_registration_counts_as_registered() {
+    let source = r#"
+        // r.register("in_a_comment", "help", c.clone());
+        const NAME: &str = "only_a_string";
+        r.register(
+            "registered",
+            "help",
+            c.clone(),
+        );
+        r.register_with_unit("with_unit", "help", Unit::Seconds, h.clone());
+    "#;
+    assert!(registers(source, "registered"));
+    assert!(registers(source, "with_unit"));
+    assert!(!registers(source, "in_a_comment"));
+    assert!(!registers(source, "only_a_string"));
+    // And the family the dashboard needs this for is registered that way.
+    assert!(registered_in_source("portsyncd_link_events_failed_total"));
 }
 
 #[test]

@@ -334,11 +334,35 @@ fn man_page_renders_cleanly_and_documents_every_flag() {
     for arg in cli.get_arguments() {
         if let Some(long) = arg.get_long() {
             assert!(
-                rendered.contains(&format!("--{long}")),
+                mentions_flag(&rendered, long),
                 "the man page lacks --{long}:\n{rendered}"
             );
         }
     }
+}
+
+/// Whether `text` names the flag `--long` itself, not only a longer flag
+/// that starts with it (`--metrics-max-unverified` is not documented by
+/// `--metrics-max-unverified-per-source`).
+fn mentions_flag(text: &str, long: &str) -> bool {
+    let flag = format!("--{long}");
+    let part_of_flag = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices(&flag).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + flag.len()..].chars().next();
+        !before.is_some_and(part_of_flag) && !after.is_some_and(part_of_flag)
+    })
+}
+
+#[test]
+fn a_flag_is_matched_whole() {
+    let page = "  --metrics-max-unverified-per-source N\n  --queue-capacity=N\n";
+    assert!(!mentions_flag(page, "metrics-max-unverified"));
+    assert!(!mentions_flag(page, "metrics-max"));
+    assert!(!mentions_flag(page, "source"));
+    assert!(mentions_flag(page, "metrics-max-unverified-per-source"));
+    assert!(mentions_flag(page, "queue-capacity"));
+    assert!(mentions_flag("--db-config", "db-config"));
 }
 
 #[test]

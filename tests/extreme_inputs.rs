@@ -30,7 +30,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
 use portsyncd::config::Cli;
 use portsyncd::config_file::{self, LoadError};
 use portsyncd::sonic::db_config::{load_layout, parse_layout};
@@ -287,6 +287,21 @@ fn every_toml_key_at_its_extremes_is_used_or_refused_naming_the_key_and_file() {
                     // Whatever was accepted stays within the flag's range.
                     assert!((16..=1_048_576).contains(&cli.queue_capacity));
                     assert!(cli.shutdown_timeout() <= Duration::from_secs(60));
+                    // Every key, not only those two: the value the file
+                    // sets is the one its flag would set, and a value the
+                    // flag refuses is not accepted from the file.
+                    let words = flag_words(key, value);
+                    let flags = Cli::try_parse_from(
+                        std::iter::once("portsyncd".to_string()).chain(words.clone()),
+                    )
+                    .unwrap_or_else(|e| {
+                        panic!("`{key} = {value:.40}` was accepted, {words:.80?} is refused: {e}")
+                    });
+                    assert_eq!(
+                        format!("{cli:?}"),
+                        format!("{flags:?}"),
+                        "`{key} = {value:.40}` sets other settings than {words:.80?}"
+                    );
                 }
                 Err(e) => {
                     let text = format!("{e:#}");
@@ -300,6 +315,37 @@ fn every_toml_key_at_its_extremes_is_used_or_refused_naming_the_key_and_file() {
         }
     }
     assert!(accepted > 0, "no extreme value was acceptable for any key");
+}
+
+/// The command line that the file's `key = value` stands for
+/// (docs: file keys are flag names with `_` for `-`): a switch is the bare
+/// flag when true, an array the flag once per item, anything else the flag
+/// and the value as text.
+fn flag_words(key: &str, value: &str) -> Vec<String> {
+    let long = key.replace('_', "-");
+    let flag = format!("--{long}");
+    let command = Cli::command();
+    let switch = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long.as_str()))
+        .is_some_and(|a| matches!(a.get_action(), clap::ArgAction::SetTrue));
+    let table: toml::Table = format!("v = {value}").parse().expect("a TOML value");
+    let text = |v: &toml::Value| match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Float(x) => x.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => panic!("{key} = {value}: no flag takes {other:?}"),
+    };
+    match &table["v"] {
+        toml::Value::Boolean(true) if switch => vec![flag],
+        toml::Value::Boolean(false) if switch => Vec::new(),
+        toml::Value::Array(items) => items
+            .iter()
+            .flat_map(|item| [flag.clone(), text(item)])
+            .collect(),
+        other => vec![flag, text(other)],
+    }
 }
 
 #[test]

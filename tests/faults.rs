@@ -50,7 +50,7 @@ fn synced_bed(args: &[&str]) -> (Bed, Daemon, Vec<String>) {
     wait_until(Duration::from_secs(20), "PortInitDone", || {
         bed.redis.exists(APPL_DB, "PORT_TABLE:PortInitDone")
     });
-    bed.wait_all_match_kernel(CONVERGE, &as_strs(&names));
+    bed.wait_all_settled(CONVERGE, &as_strs(&names));
     (bed, daemon, names)
 }
 
@@ -64,12 +64,12 @@ fn redis_killed_and_restarted_from_an_older_dump_converges() {
     let names = as_strs(&names);
 
     bed.ns.batch(&storm(&names, 0, 3));
-    bed.wait_all_match_kernel(CONVERGE, &names);
+    bed.wait_all_settled(CONVERGE, &names);
     redis::cmd("SAVE").exec(&mut bed.redis.con(0)).unwrap();
-    let rows_in_dump = bed.wait_all_match_kernel(CONVERGE, &names);
+    let rows_in_dump = bed.wait_all_settled(CONVERGE, &names);
 
     bed.ns.batch(&storm(&names, 3, 4));
-    let rows_acked = bed.wait_all_match_kernel(CONVERGE, &names);
+    let rows_acked = bed.wait_all_settled(CONVERGE, &names);
     assert_ne!(
         rows_in_dump, rows_acked,
         "the second half of the storm changed nothing: the dump would not be stale"
@@ -77,7 +77,7 @@ fn redis_killed_and_restarted_from_an_older_dump_converges() {
     bed.redis.kill_hard();
     bed.redis.start_again();
 
-    bed.wait_all_match_kernel(CONVERGE, &names);
+    bed.wait_all_settled(CONVERGE, &names);
     assert!(
         daemon
             .log()
@@ -106,7 +106,7 @@ fn redis_frozen_longer_than_the_timeouts_converges() {
     bed.ns.batch(&storm(&names, 5, 2));
     bed.redis.signal(libc::SIGCONT);
 
-    bed.wait_all_match_kernel(CONVERGE, &names);
+    bed.wait_all_settled(CONVERGE, &names);
     daemon.assert_alive();
 }
 
@@ -127,7 +127,7 @@ fn netlink_overrun_while_stopped_is_repaired_by_a_redump() {
         "an overrun in the daemon log",
         || daemon.log().contains("netlink receive buffer overran"),
     );
-    bed.wait_all_match_kernel(CONVERGE, &names);
+    bed.wait_all_settled(CONVERGE, &names);
     daemon.assert_alive();
 }
 
@@ -170,7 +170,7 @@ fn sigterm_mid_storm_exits_zero_and_a_restart_converges() {
         &[("enable", "true")],
     );
     let restarted = Daemon::start(&bed.ns, bed.redis.db_config(), &[]);
-    bed.wait_all_match_kernel(CONVERGE, &names);
+    bed.wait_all_settled(CONVERGE, &names);
     assert!(
         restarted.log().contains("warm=true"),
         "the restart was not a warm start"

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::monitor::Monitor;
+use common::monitor::{KeyspaceEvents, Monitor};
 use common::*;
 
 fn hgetall_bytes(redis: &RedisServer, db: i64, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -250,13 +250,85 @@ fn a_recreated_port_gets_its_full_write() {
     daemon.assert_alive();
 }
 
+/// A netdev deleted and created again while the daemon cannot see the
+/// delete (frozen with SIGSTOP while a storm on unconfigured ports overruns
+/// its smallest netlink buffer, so the RTM_DELLINK is lost): the re-dump shows
+/// the same name with a new ifindex and the very same values, and the row
+/// still gets a whole-row write (all four fields), which a keyspace
+/// subscriber (teammgrd re-enslaving the port) sees.
+#[test]
+fn a_port_recreated_behind_an_overrun_gets_its_whole_row() {
+    let bed = Bed::new(&["Ethernet0"]);
+    let mut daemon = Daemon::start(
+        &bed.ns,
+        bed.redis.db_config(),
+        &["--netlink-rcvbuf", "4096"],
+    );
+    bed.redis.wait_configured(&["Ethernet0"]);
+    // Front-panel names (the kernel drops the daemon's notifications of
+    // other links), not configured: they only fill the socket.
+    let others: Vec<String> = (1..=32).map(|i| format!("Ethernet{}", 100 + i)).collect();
+    for name in &others {
+        bed.ns.add_port(name);
+    }
+    bed.ns.add_port("Ethernet0");
+    let before = bed.wait_all_match_kernel(DEADLINE, &["Ethernet0"]);
+    let old_ifindex = bed.ns.link("Ethernet0").unwrap().ifindex;
+    let subscriber = KeyspaceEvents::start(&bed.redis, STATE_DB, "PORT_TABLE|Ethernet0");
+    let monitor = Monitor::start(&bed.redis);
+
+    daemon.signal(libc::SIGSTOP);
+    let churn: Vec<String> = others
+        .iter()
+        .flat_map(|n| [format!("link set {n} up"), format!("link set {n} down")])
+        .collect();
+    bed.ns.batch(&churn);
+    bed.ns.del_link("Ethernet0");
+    bed.ns.add_port("Ethernet0");
+    bed.ns.batch(&churn);
+    daemon.signal(libc::SIGCONT);
+
+    let new_ifindex = bed.ns.link("Ethernet0").unwrap().ifindex;
+    assert_ne!(old_ifindex, new_ifindex, "the netdev was not recreated");
+    wait_until(DEADLINE, "the overrun in the daemon's log", || {
+        daemon.log().contains("netlink receive buffer overran")
+    });
+    wait_until(
+        DEADLINE,
+        "a whole-row write of Ethernet0 in MONITOR",
+        || {
+            monitor.port_writes().iter().any(|(cmd, args)| {
+                cmd == "HSET" && args.len() == 9 && args[0] == "PORT_TABLE|Ethernet0"
+            })
+        },
+    );
+    let after = bed.wait_all_settled(DEADLINE, &["Ethernet0"]);
+    assert_eq!(before, after, "the recreated netdev has other values");
+    // The daemon never saw the delete (it would have deleted the row).
+    let deletes: Vec<_> = monitor
+        .port_writes()
+        .into_iter()
+        .filter(|(cmd, args)| cmd == "DEL" && args[0] == "PORT_TABLE|Ethernet0")
+        .collect();
+    assert!(
+        deletes.is_empty(),
+        "the RTM_DELLINK was not lost: {deletes:?}"
+    );
+    wait_until(DEADLINE, "the subscriber to see the write", || {
+        subscriber.events().iter().any(|e| e == "hset")
+    });
+    daemon.assert_alive();
+}
+
 /// The old interfaces of a cold start are the netdevs present when the
 /// daemon started (one snapshot, as upstream's `if_nameindex()`), not every
-/// netdev reported until the first clean dump ends. With 300 other links
-/// the start-up dump takes several datagrams, and links changing meanwhile
-/// interrupt it (NLM_F_DUMP_INTR) so it is repeated: a port created right
-/// after start, during those dumps, is still a real port and is written,
-/// while the old interface is brought down and ignored.
+/// netdev reported until the first dump ends. With 300 other links the
+/// start-up dump takes several datagrams; a port created while it runs
+/// (checked: the dump was requested and had not ended when the port was
+/// there) is still a real port and is written, while the old interface is
+/// brought down and ignored. (Older kernels also interrupt such a dump,
+/// NLM_F_DUMP_INTR, and the daemon dumps again; 6.x link dumps are no
+/// longer marked, so that is not required here.)
 #[test]
 fn a_netdev_created_after_start_is_a_port_not_an_old_interface() {
     let bed = Bed::new(&["Ethernet0", "Ethernet4"]);
@@ -265,17 +337,35 @@ fn a_netdev_created_after_start_is_a_port_not_an_old_interface() {
         .collect();
     bed.ns.batch(&others);
     bed.ns.add_port("Ethernet0");
-    let mut daemon = bed.daemon();
-    wait_until(DEADLINE, "the netlink socket to open", || {
-        daemon.log().contains("netlink socket open")
+    // Every netlink receive waits 200 ms first (strace's syscall delay
+    // injection): the kernel makes the rest of a dump only as it is read,
+    // so the dump lasts long enough for the port to be created during it
+    // on any machine, not only on a slow one.
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", bed.ns.name()])
+        .args([
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=recvmmsg",
+        ])
+        .args(["-e", "inject=recvmmsg:delay_enter=200000"])
+        .args([BIN, "--no-metrics", "--db-config"])
+        .arg(bed.redis.db_config())
+        .args(["--log-level", "debug", "--log-output", "stderr"]);
+    let mut daemon = Daemon::launch(cmd);
+    wait_until(DEADLINE, "the start-up dump to be requested", || {
+        daemon.log().contains("link dump requested")
     });
-    let churn: Vec<String> = (0..150)
-        .flat_map(|i| [format!("link set vx{i} up"), format!("link set vx{i} down")])
-        .collect();
-    std::thread::scope(|s| {
-        s.spawn(|| bed.ns.batch(&churn));
-        bed.ns.add_port("Ethernet4");
-    });
+    bed.ns.add_port("Ethernet4");
+    let log = daemon.log();
+    assert!(
+        !log.contains("end of initial link update"),
+        "the start-up dump ended before Ethernet4 was created:\n{log}"
+    );
     bed.redis.wait_configured(&["Ethernet0", "Ethernet4"]);
     bed.wait_all_match_kernel(DEADLINE, &["Ethernet4"]);
     wait_until(DEADLINE, "the old interface to be brought down", || {

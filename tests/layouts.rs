@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use common::monitor::Monitor;
 use common::*;
@@ -171,6 +170,7 @@ fn dpu_ports_are_written_as_soon_as_they_are_configured() {
         ns.add_port(n);
     }
     ns.set_up("Ethernet4");
+    let monitor = Monitor::start(&redis);
     let mut daemon = Daemon::start(&ns, redis.db_config(), &[]);
     wait_until(
         DEADLINE,
@@ -180,9 +180,30 @@ fn dpu_ports_are_written_as_soon_as_they_are_configured() {
     wait_until(DEADLINE, "the daemon to see the netdevs", || {
         daemon.log().contains("end of initial link update")
     });
-    // Several configuration polls later, still nothing: no port is configured.
-    std::thread::sleep(Duration::from_millis(600));
-    assert!(redis.keys(STATE_DB, "PORT_TABLE|*").is_empty());
+    // Several configuration polls later (seen in what Redis executed: the
+    // daemon asked APPL_DB about every port three times), still nothing:
+    // no port is configured.
+    // A row written meanwhile ends the wait at once.
+    let (asked, rows) = wait_for(
+        DEADLINE,
+        "three questions to APPL_DB about each port",
+        || {
+            let commands = monitor.commands();
+            let asked = names.map(|n| {
+                let key = format!("PORT_TABLE:{n}");
+                commands
+                    .iter()
+                    .filter(|(_, args)| args.contains(&key))
+                    .count()
+            });
+            (asked, redis.keys(STATE_DB, "PORT_TABLE|*"))
+        },
+        |(asked, rows)| asked.iter().all(|&n| n >= 3) || !rows.is_empty(),
+    );
+    assert!(
+        rows.is_empty(),
+        "rows written for ports that are not configured, after {asked:?} questions: {rows:?}"
+    );
     assert!(!redis.exists(APPL_DB, "_PORT_TABLE:PortInitDone"));
     assert!(!daemon.log().contains("old interface"), "{}", daemon.log());
 

@@ -630,35 +630,52 @@ fn a_client_that_sends_no_request_after_the_handshake_is_disconnected() {
     // openssl s_client completes the handshake and then waits on its stdin,
     // which we keep open and silent: the header-read timeout must end it.
     let mut s_client = in_ns(&e.bed.ns, "openssl")
-        .args([
-            "s_client", "-quiet", "-connect", LISTEN, "-tls1_3", "-CAfile",
-        ])
+        .args(["s_client", "-connect", LISTEN, "-tls1_3", "-CAfile"])
         .arg(e.certs.path("ca.crt"))
         .arg("-cert")
         .arg(&cert)
         .arg("-key")
         .arg(&key)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("openssl s_client");
     let _silent_stdin = s_client.stdin.take();
+    let started = std::time::Instant::now();
     let status = wait_for(
         Duration::from_secs(30),
         "the server to close the silent connection",
         || s_client.try_wait().expect("try_wait"),
         Option::is_some,
     );
-    assert!(status.is_some());
-    wait_sample_at_least(
-        &e.bed.ns,
-        &e.certs,
-        "portsyncd_metrics_connections_open",
-        0.0,
+    let took = started.elapsed();
+    let out = s_client.wait_with_output().unwrap();
+    let said = format!(
+        "s_client exited {status:?} after {took:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    let body = scrape(&e.bed.ns, &e.certs);
+    // The handshake succeeded, verified both ways (a server that closed
+    // at once on a failed handshake would also end s_client)...
+    assert!(
+        said.contains("Verify return code: 0 (ok)") && said.contains("TLSv1.3"),
+        "{said}"
+    );
+    // ...and the server closed the connection at the header-read timeout
+    // (5 s by default), not at once and not much later. (s_client exits 1
+    // on a close without close_notify, so its status tells nothing here.)
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(15),
+        "closed after {took:?}, the header-read timeout is 5 s: {said}"
+    );
     // Only the scrape's own connection is open.
+    let body = wait_for(
+        DEADLINE,
+        "the silent connection to be gone from connections_open",
+        || scrape(&e.bed.ns, &e.certs),
+        |b| sample(b, "portsyncd_metrics_connections_open") == Some(1.0),
+    );
     assert_eq!(
         sample(&body, "portsyncd_metrics_connections_open"),
         Some(1.0),
@@ -1046,6 +1063,115 @@ fn process_start_time_is_served_under_proc_subset_pid() {
     }
 }
 
+/// The unverified budget of the file (32 in all, 4 protected per source)
+/// and its handshake timeout (3 s), against the defaults (256, 8, 5 s).
+/// Idle TCP connections (no ClientHello) from other addresses: `first`
+/// alone from one address, then 31 from four others (8, 8, 8, 7). The
+/// 33rd finds the budget full: with 4 protected per source the others'
+/// oldest unprotected one is closed and `first` stays; with 8, all would
+/// be protected and `first`, the oldest, would go; with 256 nothing would.
+fn unverified_limits_take_effect(e: &Endpoint) {
+    use std::io::Read;
+    use std::net::{IpAddr, SocketAddr, TcpStream};
+    use std::time::Instant;
+
+    let source = |n: u16| -> IpAddr { format!("fd00:b0d6::{n}").parse().unwrap() };
+    for n in 1..=6 {
+        e.bed.ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/128", source(n)),
+            "dev",
+            "lo",
+            "nodad",
+        ]);
+    }
+    let connect = move |from: IpAddr| -> TcpStream {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+        let target: SocketAddr = LISTEN.parse().unwrap();
+        socket
+            .connect_timeout(&target.into(), Duration::from_secs(2))
+            .unwrap();
+        socket.into()
+    };
+    // Closed by the server: read returns 0 (or the connection was reset).
+    let closed = |s: &mut TcpStream, within: Duration| {
+        s.set_read_timeout(Some(within)).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => true,
+            Ok(n) => panic!("{n} bytes from a server that got no ClientHello"),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                false
+            }
+            Err(e) => panic!("reading a silent connection: {e}"),
+        }
+    };
+    // The 33 connections must all be open well within the handshake
+    // timeout; a machine too busy for that gets another try.
+    let mut tries = 0;
+    let (mut first, opened, mut others, newcomer) = loop {
+        tries += 1;
+        let (first, others, newcomer) = spawn_in_ns(&e.bed.ns, move || {
+            let first = (connect(source(1)), Instant::now());
+            let others: Vec<TcpStream> = [8, 8, 8, 7]
+                .into_iter()
+                .enumerate()
+                .flat_map(|(i, n)| (0..n).map(move |_| i as u16 + 2))
+                .map(|n| connect(source(n)))
+                .collect();
+            let newcomer = connect(source(6));
+            (first, others, newcomer)
+        })
+        .join()
+        .unwrap();
+        let (first, opened) = first;
+        if opened.elapsed() < Duration::from_millis(1500) || tries == 3 {
+            break (first, opened, others, newcomer);
+        }
+        eprintln!("opening 33 connections took {:?}; again", opened.elapsed());
+    };
+    // (All of them stay open until the end: one closed by the test would
+    // leave room in the budget.)
+    let other_closed = closed(&mut others[0], Duration::from_secs(1));
+    let first_closed = closed(&mut first, Duration::from_millis(200));
+    assert!(
+        other_closed || first_closed,
+        "the 33rd connection closed nothing: the budget is not 32"
+    );
+    assert!(
+        other_closed && !first_closed,
+        "the oldest connection was closed, not the oldest unprotected one: \
+         more than 4 are protected per source"
+    );
+    // And the rest of the handshake time, then the timeout closes it.
+    assert!(
+        closed(&mut first, Duration::from_secs(10)),
+        "the handshake timeout never closed a silent connection"
+    );
+    let took = opened.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_millis(4500),
+        "a silent connection was closed after {took:?}; the file says 3 s (default 5 s)"
+    );
+    drop((newcomer, others));
+    wait_sample_at_least(
+        &e.bed.ns,
+        &e.certs,
+        "portsyncd_metrics_connections_refused_total{reason=\"evicted\"}",
+        1.0,
+    );
+}
+
 #[test]
 fn limits_set_in_the_toml_file_take_effect() {
     let dir = tempfile::tempdir().unwrap();
@@ -1064,6 +1190,7 @@ fn limits_set_in_the_toml_file_take_effect() {
     let r = e.request(&args, METRICS_URL);
     assert_eq!(r.code.matches("HTTP/1.1 200").count(), 2, "{r:?}");
     assert!(r.code.contains("HTTP/1.1 429"), "{r:?}");
+    unverified_limits_take_effect(&e);
 
     // And an out-of-range value is refused, naming the key.
     fs::write(&toml, "metrics_max_unverified = 0\n").unwrap();

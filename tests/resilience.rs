@@ -93,7 +93,7 @@ fn redis_restart_mid_burst_converges_without_daemon_restart() {
     wait_until(DEADLINE, "PortInitDone", || {
         bed.redis.exists(APPL_DB, "PORT_TABLE:PortInitDone")
     });
-    bed.wait_all_match_kernel(DEADLINE, &names);
+    bed.wait_all_settled(DEADLINE, &names);
 
     // First half of the burst, with Redis still there.
     bed.ns.batch(&flap_lines(&names, 5));
@@ -113,7 +113,7 @@ fn redis_restart_mid_burst_converges_without_daemon_restart() {
     daemon.assert_alive();
 
     bed.redis.start_again();
-    let rows = bed.wait_all_match_kernel(Duration::from_secs(20), &names);
+    let rows = bed.wait_all_settled(Duration::from_secs(20), &names);
     assert_final_mix(&bed, &names, &rows);
 
     daemon.assert_alive();
@@ -184,7 +184,7 @@ fn storm_of_64_ports_ends_in_the_right_state() {
     lines.extend(final_lines(&names));
     bed.ns.batch(&lines);
 
-    let rows = bed.wait_all_match_kernel(Duration::from_secs(20), &names);
+    let rows = bed.wait_all_settled(Duration::from_secs(20), &names);
     assert_final_mix(&bed, &names, &rows);
     daemon.assert_alive();
 }

@@ -178,7 +178,26 @@ fn ready_after_port_config_done_then_watchdog_tracks_progress() {
         .exec(&mut bed.redis.con(0))
         .unwrap();
     bed.ns.set_down(names[0]);
-    std::thread::sleep(Duration::from_millis(100));
+    // The write is pending when Redis holds a client back on STATE_DB
+    // (CLIENT LIST: flag b, db 6), not after a guessed 100 ms.
+    wait_until(
+        DEADLINE,
+        "the daemon's STATE_DB write to be held back",
+        || {
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut bed.redis.con(0))
+                .unwrap();
+            clients.lines().any(|c| {
+                let field = |name: &str| {
+                    c.split(' ')
+                        .find_map(|f| f.strip_prefix(name))
+                        .unwrap_or_default()
+                };
+                field("db=") == STATE_DB.to_string() && field("flags=").contains('b')
+            })
+        },
+    );
     notify.drain();
     daemon.signal(libc::SIGTERM);
     notify.wait_for_line(Duration::from_secs(1), "STOPPING=1");

@@ -1,91 +1,17 @@
 //! Every value the daemon reads from Redis (and the watchdog variables),
 //! as arbitrary bytes, through the parsers the daemon uses: none panics,
-//! and what they return stays within the documented bounds.
-//!
-//! The input is cut at 0xFF 0x00 into the values, in this order: STATE_DB
-//! `WARM_RESTART_ENABLE_TABLE|system` and `|swss` `enable`,
-//! `WARM_RESTART_TABLE|portsyncd` `restore_count`, CONFIG_DB
-//! `WARM_RESTART|swss` `portsyncd_timer`, `LOGGER|portsyncd` `LOGLEVEL` and
-//! `LOGOUTPUT`, `DEVICE_METADATA|localhost` `switch_type`, then
-//! `WATCHDOG_PID` and `WATCHDOG_USEC`. A missing piece is an absent value.
+//! and what they return stays within the documented bounds (the layout of
+//! the input: fuzz/entries.rs, `redis_values`).
+//! The body is fuzz/entries.rs's `redis_values`, which tests/fuzz_seeds.rs runs on
+//! fuzz/seeds/redis_values/ in every test run.
 #![no_main]
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::time::Instant;
-
 use libfuzzer_sys::fuzz_target;
-use portsyncd::sonic::device_metadata;
-use portsyncd::sonic::logger_table::{RawFields, settings_from};
-use portsyncd::sonic::redis_value::{decimal, shown};
-use portsyncd::sonic::warm_table::{
-    MAX_RECONCILE_TIMER_SECS, MAX_RESTORE_COUNT, enable_is_true, reconcile_timer_from,
-    warm_start_from,
-};
-use portsyncd::systemd::{MAX_WATCHDOG_PERIOD, watchdog_period_from};
-use portsyncd::warm_reconcile::reconcile_timer;
 
-fn pieces(data: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while let Some(at) = rest.windows(2).position(|w| w == [0xFF, 0x00]) {
-        out.push(&rest[..at]);
-        rest = &rest[at + 2..];
-    }
-    out.push(rest);
-    out
-}
+#[allow(dead_code)]
+#[path = "../entries.rs"]
+mod entries;
 
 fuzz_target!(|data: &[u8]| {
-    let p = pieces(data);
-    let get = |i: usize| p.get(i).copied();
-
-    for piece in &p {
-        let _ = decimal(piece);
-        assert!(shown(piece).len() <= 4 * 64 + 40);
-    }
-
-    let warm = warm_start_from(get(0), get(1), get(2));
-    assert!(warm.value.restore_count <= MAX_RESTORE_COUNT);
-    if warm.value.warm {
-        assert!(enable_is_true(get(0)) || enable_is_true(get(1)));
-        assert!(warm.value.restore_count >= 1);
-    } else {
-        assert_eq!(warm.value.restore_count, 0);
-    }
-
-    let timer = reconcile_timer_from(get(3));
-    assert!(
-        timer
-            .value
-            .is_none_or(|s| (1..=MAX_RECONCILE_TIMER_SECS).contains(&s))
-    );
-    // What the warm start does with it: a deadline on the clock.
-    let _deadline = Instant::now() + reconcile_timer(timer.value);
-
-    let mut fields = RawFields::new();
-    if let Some(level) = get(4) {
-        fields.insert(b"LOGLEVEL".to_vec(), level.to_vec());
-    }
-    if let Some(output) = get(5) {
-        fields.insert(b"LOGOUTPUT".to_vec(), output.to_vec());
-    }
-    let settings = settings_from(&fields);
-    assert!(settings.problems.len() <= 2);
-    assert!(settings.problems.iter().all(|m| m.len() < 1024));
-
-    let switch_type = get(6);
-    let _ = device_metadata::is_dpu(switch_type);
-    let _ = device_metadata::describe(switch_type);
-
-    let watchdog = watchdog_period_from(
-        get(7).map(OsStr::from_bytes),
-        get(8).map(OsStr::from_bytes),
-        4242,
-    );
-    assert!(
-        watchdog
-            .value
-            .is_none_or(|d| d <= MAX_WATCHDOG_PERIOD && !d.is_zero())
-    );
+    entries::redis_values(data);
 });

@@ -223,18 +223,28 @@ mod tests {
         let _wedged = UnixDatagram::bind(&path).unwrap();
         let writer = SyslogWriter::new(path);
         let before = lines_dropped();
-        let started = std::time::Instant::now();
-        // Far more than a unix datagram queue holds (net.unix.max_dgram_qlen).
-        for _ in 0..5_000 {
-            let mut line = writer.line(5);
-            line.write_all(b"NOTICE filler\n").unwrap();
-        }
+        // Far more than a unix datagram queue holds (net.unix.max_dgram_qlen),
+        // in a thread: a send that waits (the old 200 ms timeout per line, or
+        // a blocking socket) is caught here after a second, not at the
+        // test's own timeout.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            for _ in 0..5_000 {
+                let mut line = writer.line(5);
+                line.write_all(b"NOTICE filler\n").unwrap();
+            }
+            let _ = done.send(started.elapsed());
+        });
+        // Each send takes microseconds; one that waited even once for the
+        // old timeout would already use a fifth of this.
+        let took = finished
+            .recv_timeout(Duration::from_secs(1))
+            .expect("5000 lines to a full socket took over a second: a send waited");
         let dropped = lines_dropped() - before;
         assert!(dropped > 0, "nothing was dropped");
         assert!(dropped <= 5_000);
-        // Not a timing assertion of the daemon: with the old 200 ms send
-        // timeout these lines took minutes; non-blocking takes milliseconds.
-        eprintln!("5000 lines, {dropped} dropped, in {:?}", started.elapsed());
+        eprintln!("5000 lines, {dropped} dropped, in {took:?}");
     }
 
     #[test]

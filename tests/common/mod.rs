@@ -670,11 +670,25 @@ fn reap_stale_namespaces() {
 // ---------------------------------------------------------------------------
 
 /// A thread that runs `scripts/consumer.lua` on APPL_DB PORT_TABLE every
-/// ~5 ms, reconnecting whenever Redis goes away. Stops on drop.
+/// ~5 ms, reconnecting whenever Redis goes away. Stops on drop. An error
+/// other than Redis being away (the script failing, a reply of the wrong
+/// type) fails the test: [`Consumer::popped`] and the drop panic with it,
+/// instead of the consumer quietly popping nothing.
 pub struct Consumer {
     stop: Arc<AtomicBool>,
     popped: Arc<AtomicUsize>,
+    failed: Arc<std::sync::Mutex<Option<String>>>,
     handle: Option<JoinHandle<()>>,
+}
+
+/// Whether `e` only says that Redis is away, stopped, or restarting: the
+/// consumer connects again, as orchagent would.
+fn redis_is_away(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
 }
 
 impl Consumer {
@@ -685,11 +699,13 @@ impl Consumer {
     pub fn start_table(socket: &Path, table: &str) -> Consumer {
         let stop = Arc::new(AtomicBool::new(false));
         let popped = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(std::sync::Mutex::new(None));
         let url = format!("redis+unix://{}?db={APPL_DB}", socket.display());
         let table = table.to_string();
         let handle = {
             let stop = stop.clone();
             let popped = popped.clone();
+            let failed = failed.clone();
             thread::Builder::new()
                 .name("consumer".into())
                 .spawn(move || {
@@ -710,7 +726,15 @@ impl Consumer {
                                 Ok(n) => {
                                     popped.fetch_add(n as usize, Ordering::Relaxed);
                                 }
-                                Err(_) => con = None,
+                                Err(e) => {
+                                    if !redis_is_away(&e) {
+                                        let mut failed = failed.lock().unwrap();
+                                        failed.get_or_insert(format!(
+                                            "the consumer's script on {table} failed: {e}"
+                                        ));
+                                    }
+                                    con = None;
+                                }
                             }
                         }
                         thread::sleep(Duration::from_millis(5));
@@ -721,13 +745,22 @@ impl Consumer {
         Consumer {
             stop,
             popped,
+            failed,
             handle: Some(handle),
         }
     }
 
-    /// How many keys it has popped so far.
+    /// How many keys it has popped so far; panics if its script failed.
     pub fn popped(&self) -> usize {
+        self.assert_ok();
         self.popped.load(Ordering::Relaxed)
+    }
+
+    /// Panics with the first error of the consumer's script, if any.
+    pub fn assert_ok(&self) {
+        if let Some(e) = self.failed.lock().unwrap().as_ref() {
+            panic!("{e}");
+        }
     }
 }
 
@@ -736,6 +769,13 @@ impl Drop for Consumer {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
+        }
+        if thread::panicking() {
+            if let Some(e) = self.failed.lock().unwrap().as_ref() {
+                eprintln!("{e}");
+            }
+        } else {
+            self.assert_ok();
         }
     }
 }
@@ -822,9 +862,18 @@ impl Daemon {
         self.child.as_ref().expect("daemon already reaped").id()
     }
 
-    /// Everything the daemon wrote to stdout/stderr so far.
+    /// Everything the daemon wrote to stdout/stderr so far. A log that
+    /// cannot be read fails the test: an empty string would let "the log
+    /// does not contain X" pass.
     pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.try_log().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Daemon::log`], or why it cannot be read.
+    fn try_log(&self) -> Result<String, String> {
+        fs::read(&self.log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .map_err(|e| format!("cannot read the daemon's log {}: {e}", self.log.display()))
     }
 
     /// The exit status if it has exited, `None` while it runs.
@@ -887,10 +936,12 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
         if thread::panicking() {
+            // Already panicking: a log that cannot be read is said, not
+            // raised again.
+            let log = self.try_log().unwrap_or_else(|e| e);
             eprintln!(
-                "----- portsyncd ({state}) log {} -----\n{}\n----- end of portsyncd log -----",
+                "----- portsyncd ({state}) log {} -----\n{log}\n----- end of portsyncd log -----",
                 self.log.display(),
-                self.log()
             );
         }
     }
@@ -943,6 +994,8 @@ impl Bed {
     /// Waits until, for every port in `names`, STATE_DB `PORT_TABLE|<name>`
     /// matches the kernel's current state of that netdev (both re-read on
     /// every poll). On timeout the panic lists every port still wrong.
+    /// Returns at the first poll that matches: after a fault, where a stale
+    /// write may still land, use [`Bed::wait_all_settled`].
     pub fn wait_all_match_kernel(
         &self,
         timeout: Duration,
@@ -956,32 +1009,85 @@ impl Bed {
                 names.len()
             ),
             || {
-                let kernel = self.ns.links();
-                let mut con = self.redis.con(STATE_DB);
-                let mut wrong = BTreeMap::new();
-                rows.clear();
-                for name in names {
-                    let key = format!("PORT_TABLE|{name}");
-                    let row: Fields = redis::cmd("HGETALL")
-                        .arg(&key)
-                        .query(&mut con)
-                        .unwrap_or_else(|e| panic!("HGETALL {key}: {e}"));
-                    let bad = match kernel.get(*name) {
-                        Some(k) => k.mismatches(&row),
-                        None => vec!["no such netdev".to_string()],
-                    };
-                    if !bad.is_empty() {
-                        wrong.insert(name.to_string(), bad);
-                    }
-                    rows.insert(name.to_string(), row);
-                }
+                let (now, wrong) = self.rows_against_kernel(names);
+                rows = now;
                 wrong
             },
             BTreeMap::is_empty,
         );
         rows
     }
+
+    /// Like [`Bed::wait_all_match_kernel`], then the rows must stay right
+    /// for [`SETTLE`] (at least [`SETTLE_POLLS`] polls, kernel and Redis
+    /// re-read each time): a first match can be a coincidence while the
+    /// daemon still works through older changes, and a stale write landing
+    /// after it would otherwise go unseen. Rows that go wrong again are
+    /// waited for again, up to `timeout` in all; the panic then names the
+    /// rows that did not stay right.
+    pub fn wait_all_settled(&self, timeout: Duration, names: &[&str]) -> BTreeMap<String, Fields> {
+        let start = Instant::now();
+        loop {
+            let rows = self.wait_all_match_kernel(timeout.saturating_sub(start.elapsed()), names);
+            let matched = Instant::now();
+            let mut polls = 0;
+            let went_wrong = loop {
+                if polls >= SETTLE_POLLS && matched.elapsed() >= SETTLE {
+                    break None;
+                }
+                thread::sleep(SETTLE / SETTLE_POLLS as u32);
+                let (_, wrong) = self.rows_against_kernel(names);
+                if !wrong.is_empty() {
+                    break Some(wrong);
+                }
+                polls += 1;
+            };
+            let Some(wrong) = went_wrong else {
+                return rows;
+            };
+            assert!(
+                start.elapsed() < timeout,
+                "STATE_DB PORT_TABLE rows matched the kernel, then went wrong \
+                 {:?} later and did not settle within {timeout:?}: {wrong:#?}",
+                matched.elapsed()
+            );
+            eprintln!("rows matched the kernel, then went wrong: {wrong:?}; waiting again");
+        }
+    }
+
+    /// Every row of `names` as STATE_DB holds it now, and what each gets
+    /// wrong against the kernel right now.
+    fn rows_against_kernel(
+        &self,
+        names: &[&str],
+    ) -> (BTreeMap<String, Fields>, BTreeMap<String, Vec<String>>) {
+        let kernel = self.ns.links();
+        let mut con = self.redis.con(STATE_DB);
+        let mut rows = BTreeMap::new();
+        let mut wrong = BTreeMap::new();
+        for name in names {
+            let key = format!("PORT_TABLE|{name}");
+            let row: Fields = redis::cmd("HGETALL")
+                .arg(&key)
+                .query(&mut con)
+                .unwrap_or_else(|e| panic!("HGETALL {key}: {e}"));
+            let bad = match kernel.get(*name) {
+                Some(k) => k.mismatches(&row),
+                None => vec!["no such netdev".to_string()],
+            };
+            if !bad.is_empty() {
+                wrong.insert(name.to_string(), bad);
+            }
+            rows.insert(name.to_string(), row);
+        }
+        (rows, wrong)
+    }
 }
+
+/// How long rows must keep matching the kernel to count as settled
+/// ([`Bed::wait_all_settled`]), and the fewest polls in that time.
+pub const SETTLE: Duration = Duration::from_millis(500);
+pub const SETTLE_POLLS: usize = 5;
 
 /// Helper for hash comparisons in assertions.
 pub fn fields(pairs: &[(&str, &str)]) -> Fields {

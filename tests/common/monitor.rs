@@ -15,49 +15,76 @@ const WRITE_COMMANDS: &[&str] = &[
     "PEXPIRE", "RENAME", "SADD", "SREM", "SPOP", "LPUSH", "RPUSH",
 ];
 
-/// `redis-cli MONITOR` writing to a file until dropped.
-pub struct Monitor {
+/// `redis-cli ARGS` against the test's server, its output going to a file
+/// until dropped; started once `started` accepts what it has printed.
+struct RedisCli {
     child: Child,
     out: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl Monitor {
-    pub fn start(redis: &RedisServer) -> Monitor {
+impl RedisCli {
+    fn start(redis: &RedisServer, args: &[&str], started: impl Fn(&str) -> bool) -> RedisCli {
         let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("monitor.txt");
+        let out = dir.path().join("redis-cli.txt");
         let child = Command::new("redis-cli")
             .arg("-s")
             .arg(redis.socket())
-            .arg("monitor")
+            .args(args)
             .stdout(File::create(&out).unwrap())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-cli monitor");
-        let monitor = Monitor {
+            .unwrap_or_else(|e| panic!("redis-cli {args:?}: {e}"));
+        let cli = RedisCli {
             child,
             out,
             _dir: dir,
         };
-        wait_until(DEADLINE, "redis-cli MONITOR to start", || {
-            monitor.text().starts_with("OK")
+        wait_until(DEADLINE, &format!("redis-cli {args:?} to start"), || {
+            started(&cli.text())
         });
-        monitor
+        cli
     }
 
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         let mut s = String::new();
         File::open(&self.out)
             .and_then(|mut f| f.read_to_string(&mut s))
             .unwrap();
         s
     }
+}
+
+impl Drop for RedisCli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `redis-cli MONITOR` writing to a file until dropped.
+pub struct Monitor(RedisCli);
+
+impl Monitor {
+    pub fn start(redis: &RedisServer) -> Monitor {
+        Monitor(RedisCli::start(redis, &["monitor"], |t| {
+            t.starts_with("OK")
+        }))
+    }
+
+    pub fn text(&self) -> String {
+        self.0.text()
+    }
+
+    /// Every command Redis executed, as (command, arguments).
+    pub fn commands(&self) -> Vec<(String, Vec<String>)> {
+        self.text().lines().filter_map(parse_monitor_line).collect()
+    }
 
     /// Every write command Redis executed, as (command, arguments).
     pub fn writes(&self) -> Vec<(String, Vec<String>)> {
-        self.text()
-            .lines()
-            .filter_map(parse_monitor_line)
+        self.commands()
+            .into_iter()
             .filter(|(cmd, _)| WRITE_COMMANDS.contains(&cmd.as_str()))
             .collect()
     }
@@ -69,13 +96,6 @@ impl Monitor {
             .into_iter()
             .filter(|(_, args)| args.iter().any(|a| a.contains("Ethernet")))
             .collect()
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -102,4 +122,31 @@ pub fn parse_monitor_line(line: &str) -> Option<(String, Vec<String>)> {
     let mut tokens = tokens.into_iter();
     let cmd = tokens.next()?.to_ascii_uppercase();
     Some((cmd, tokens.collect()))
+}
+
+/// A subscriber to keyspace events of one key, as SONiC's
+/// SubscriberStateTable listens (`redis-cli SUBSCRIBE
+/// __keyspace@<db>__:<key>`), writing each event to a file until dropped.
+pub struct KeyspaceEvents(RedisCli);
+
+impl KeyspaceEvents {
+    pub fn start(redis: &RedisServer, db: i64, key: &str) -> KeyspaceEvents {
+        let channel = format!("__keyspace@{db}__:{key}");
+        KeyspaceEvents(RedisCli::start(
+            redis,
+            &["--csv", "subscribe", &channel],
+            |t| t.contains("\"subscribe\""),
+        ))
+    }
+
+    /// The events received so far (`hset`, `del`, ...), oldest first.
+    pub fn events(&self) -> Vec<String> {
+        self.0
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("\"message\""))
+            .filter_map(|l| l.rsplit(',').next())
+            .map(|e| e.trim_matches('"').to_string())
+            .collect()
+    }
 }

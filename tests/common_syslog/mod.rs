@@ -15,6 +15,9 @@ use crate::common::DEADLINE;
 pub struct SyslogSink {
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// Where the next [`SyslogSink::wait_for`] starts looking: just after
+    /// the line the previous one returned.
+    next: usize,
 }
 
 impl SyslogSink {
@@ -35,24 +38,44 @@ impl SyslogSink {
         SyslogSink {
             lines,
             seen: Vec::new(),
+            next: 0,
         }
     }
 
-    /// Waits for a datagram containing `what`; returns it.
+    /// Waits for a datagram containing `what` that came after the one the
+    /// previous `wait_for` returned (a line from before that does not
+    /// count: it cannot be the answer to what the test did since); returns
+    /// it.
     pub fn wait_for(&mut self, what: &str) -> String {
-        if let Some(line) = self.seen.iter().find(|l| l.contains(what)) {
-            return line.clone();
+        let at = self.wait_from(self.next, what);
+        self.next = at + 1;
+        self.seen[at].clone()
+    }
+
+    /// Waits for a datagram containing `what`, received at any time since
+    /// the sink was bound (for lines whose order against the previous
+    /// [`SyslogSink::wait_for`] is not fixed); does not move where the next
+    /// `wait_for` looks.
+    pub fn wait_for_logged(&mut self, what: &str) -> String {
+        let at = self.wait_from(0, what);
+        self.seen[at].clone()
+    }
+
+    /// The index in `seen` of the first line from `from` on containing `what`.
+    fn wait_from(&mut self, from: usize, what: &str) -> usize {
+        if let Some(i) = self.seen[from..].iter().position(|l| l.contains(what)) {
+            return from + i;
         }
         loop {
             match self.lines.recv_timeout(DEADLINE) {
                 Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(what) {
-                        return line;
+                    self.seen.push(line);
+                    if self.seen.len() > from && self.seen.last().unwrap().contains(what) {
+                        return self.seen.len() - 1;
                     }
                 }
                 Err(_) => panic!(
-                    "no syslog datagram containing {what:?}; got:\n{}",
+                    "no syslog datagram containing {what:?} after the {from} first; got:\n{}",
                     self.seen.join("\n")
                 ),
             }

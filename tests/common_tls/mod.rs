@@ -355,8 +355,14 @@ pub fn served_fingerprint(ns: &Netns, certs: &Certs) -> String {
     let pem = String::from_utf8_lossy(&out.stdout).to_string();
     let start = pem.find("-----BEGIN CERTIFICATE-----");
     let end = pem.find("-----END CERTIFICATE-----");
+    // A handshake that failed is the test's failure, not an empty
+    // fingerprint that merely differs from the one expected.
     let (Some(start), Some(end)) = (start, end) else {
-        return String::new();
+        panic!(
+            "openssl s_client got no server certificate (exit {}):\n{pem}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     fingerprint_of_pem(&pem[start..end + "-----END CERTIFICATE-----".len()])
 }

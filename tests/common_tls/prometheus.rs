@@ -121,9 +121,17 @@ impl Prometheus {
     }
 
     /// `GET /api/v1/query` for `promql`, evaluated now: the `data.result`
-    /// array (empty when Prometheus is not answering yet or the query
-    /// failed; the error is in the returned JSON's absence of data).
+    /// array. Panics when Prometheus refuses the query or answers with
+    /// something else than a result: an empty list would read as "no data".
     pub fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        self.try_query(promql)
+            .unwrap_or_else(|e| panic!("query {promql:?}: {e}"))
+    }
+
+    /// [`Prometheus::query`], or `Err` while Prometheus does not answer it
+    /// (curl failed, or no JSON: still starting); a query Prometheus refuses
+    /// as malformed panics at once.
+    fn try_query(&self, promql: &str) -> Result<Vec<serde_json::Value>, String> {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.ns, "curl", "-sS", "--max-time", "5"])
             .args(["-G", "--data-urlencode"])
@@ -131,26 +139,45 @@ impl Prometheus {
             .arg(format!("http://{PROMETHEUS_LISTEN}/api/v1/query"))
             .output()
             .expect("curl");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v["data"]["result"].as_array().cloned())
-            .unwrap_or_default()
+        let body = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("curl {}: {stderr}{body}", out.status));
+        }
+        let answer: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| format!("Prometheus answered no JSON ({e}): {body}"))?;
+        match (
+            answer["status"].as_str(),
+            answer["data"]["result"].as_array(),
+        ) {
+            (Some("success"), Some(result)) => Ok(result.clone()),
+            _ if answer["errorType"] == "bad_data" => {
+                panic!("Prometheus refused the query {promql:?}: {answer}")
+            }
+            _ => Err(format!("no result: {answer}")),
+        }
     }
 
     /// The value of the first sample `promql` returns, as Prometheus prints it.
     pub fn value(&self, promql: &str) -> Option<String> {
-        self.query(promql)
-            .first()
-            .and_then(|s| s["value"][1].as_str().map(str::to_string))
+        first_value(&self.query(promql))
     }
 
-    /// Waits until `promql`'s first sample is `want`.
+    /// Waits until `promql`'s first sample is `want` (while Prometheus does
+    /// not answer yet, it is asked again).
     pub fn wait_value(&self, timeout: Duration, promql: &str, want: &str) {
-        wait_for(
+        let _ = wait_for(
             timeout,
             &format!("Prometheus to report {promql} == {want}"),
-            || self.value(promql),
-            |v| v.as_deref() == Some(want),
+            || self.try_query(promql).map(|r| first_value(&r)),
+            |v| matches!(v, Ok(Some(v)) if v == want),
         );
     }
+}
+
+/// The value of a query result's first sample.
+fn first_value(result: &[serde_json::Value]) -> Option<String> {
+    result
+        .first()
+        .and_then(|s| s["value"][1].as_str().map(str::to_string))
 }
