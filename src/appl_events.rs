@@ -26,6 +26,9 @@ pub struct ApplEvents {
     prefix: Vec<u8>,
     pattern: Vec<u8>,
     stream: Option<PubSubStream>,
+    /// Redis said it publishes no keyspace events: ask every port once a
+    /// second instead (as upstream asks on every message).
+    off: bool,
     backoff: Backoff,
     retry_at: Option<Instant>,
 }
@@ -42,6 +45,7 @@ impl ApplEvents {
             pattern: crate::startup::glob_escape(&prefix),
             prefix,
             stream: None,
+            off: false,
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             retry_at: None,
         }
@@ -69,7 +73,7 @@ impl ApplEvents {
                 self.retry_at = None;
                 self.backoff.reset();
                 info!(pattern = %String::from_utf8_lossy(&self.pattern), "following APPL_DB PORT_TABLE keyspace events");
-                self.warn_if_off().await;
+                self.off = self.notifications_off().await;
                 true
             }
             outcome => {
@@ -89,27 +93,34 @@ impl ApplEvents {
         }
     }
 
-    /// Says so when the server publishes no keyspace events for hashes and
-    /// deletes: ports added to or removed from APPL_DB later are then not
-    /// noticed. A user the ACL does not allow CONFIG is taken at its word.
-    async fn warn_if_off(&self) {
+    /// Whether Redis publishes no keyspace events for hashes and deletes
+    /// (said once a subscription is made). A user the ACL does not allow
+    /// CONFIG is taken to run on SONiC's settings.
+    pub fn off(&self) -> bool {
+        self.off
+    }
+
+    async fn notifications_off(&self) -> bool {
         let Ok(mut conn) = crate::sonic::connect::connect(&self.client).await else {
-            return;
+            return false;
         };
         let flags: redis::RedisResult<(String, String)> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("notify-keyspace-events")
             .query_async(&mut conn)
             .await;
-        if let Ok((_, flags)) = flags
-            && !(flags.contains('K')
-                && (flags.contains('A') || (flags.contains('g') && flags.contains('h'))))
-        {
+        let Ok((_, flags)) = flags else {
+            return false;
+        };
+        let off = !(flags.contains('K')
+            && (flags.contains('A') || (flags.contains('g') && flags.contains('h'))));
+        if off {
             warn!(
                 notify_keyspace_events = flags,
-                "Redis publishes no keyspace events for APPL_DB PORT_TABLE: ports added to or removed from APPL_DB after their first link message are not noticed (SONiC's database container runs Redis with notify-keyspace-events AKE)"
+                "Redis publishes no keyspace events for APPL_DB PORT_TABLE: asking APPL_DB about every port once a second instead (SONiC's database container runs Redis with notify-keyspace-events AKE)"
             );
         }
+        off
     }
 
     /// The next event's port name; `None` when the subscription ended (it

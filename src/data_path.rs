@@ -500,6 +500,9 @@ impl Core {
     /// What the loop's once-a-second turn reports.
     fn report(&mut self) {
         self.check_due = true;
+        if self.events.off() {
+            self.ports.reconsider_all();
+        }
         self.metrics.queue_depth.set(self.ports.pending() as i64);
     }
 }

@@ -28,15 +28,6 @@ use crate::metrics::{Metrics, PortLabels};
 use crate::port_name::PortName;
 use crate::sync::PortState;
 
-/// Whether APPL_DB has the port's consumed key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Configured {
-    Yes,
-    No,
-    /// Not known: to be asked in the next round.
-    Unknown,
-}
-
 /// What one port's write in a round carries; given back with its outcome.
 #[derive(Debug)]
 pub struct Take {
@@ -64,7 +55,11 @@ struct Port {
     /// The kernel's view: ifindex and the four values; `None` without a
     /// netdev (never seen, or deleted).
     kernel: Option<(u32, PortState)>,
-    configured: Configured,
+    /// APPL_DB had the port's consumed key when last asked.
+    configured: bool,
+    /// To be asked again before its row is written (first sight, or its
+    /// APPL_DB key changed).
+    asking: bool,
     /// PortInitDone still waits for this port's row.
     awaiting_init: bool,
     /// The row must be written (HSET of all four fields).
@@ -133,7 +128,8 @@ impl Port {
     fn new(gauges: PortGauges) -> Self {
         Port {
             kernel: None,
-            configured: Configured::Unknown,
+            configured: false,
+            asking: true,
             awaiting_init: false,
             dirty: false,
             del: false,
@@ -153,7 +149,7 @@ impl Port {
 
     /// Its row can be written now.
     fn writable(&self) -> bool {
-        self.dirty && self.configured == Configured::Yes && self.kernel.is_some()
+        self.dirty && self.configured && !self.asking && self.kernel.is_some()
     }
 }
 
@@ -165,7 +161,7 @@ pub struct Ports {
     queue: VecDeque<PortName>,
     /// Dirty ports waiting out a refusal's backoff.
     backing_off: Vec<PortName>,
-    /// Ports whose configuration is [`Configured::Unknown`] and not asked yet.
+    /// Ports whose configuration must be asked, each at most once.
     to_ask: Vec<PortName>,
     /// While a warm restart collects (until EOIU), nothing is written.
     held: bool,
@@ -244,8 +240,13 @@ impl Ports {
         }
         let dirty = before != Some((ifindex, state));
         if dirty {
+            // Folded with a change not written yet: one write for both.
+            let folded = p.dirty || p.in_flight;
             p.dirty = true;
             p.since.get_or_insert(now);
+            if folded {
+                self.metrics.queue_coalesced.inc();
+            }
             self.enqueue(&name);
         }
         dirty
@@ -286,35 +287,30 @@ impl Ports {
         let Some(p) = self.records.get_mut(name) else {
             return;
         };
-        let was = std::mem::replace(
-            &mut p.configured,
-            if configured {
-                Configured::Yes
-            } else {
-                Configured::No
-            },
-        );
-        if configured && was != Configured::Yes && p.kernel.is_some() {
+        p.asking = false;
+        let was = std::mem::replace(&mut p.configured, configured);
+        if configured && !was && p.kernel.is_some() {
             p.dirty = true;
             p.since.get_or_insert_with(Instant::now);
             self.enqueue(name);
         }
     }
 
-    /// The port's APPL_DB key changed (a keyspace event): ask again. A
-    /// name without a record is asked when its netdev is first seen.
+    /// The port's APPL_DB key changed (a keyspace event): its row waits
+    /// until APPL_DB is asked again. A name without a record is asked when
+    /// its netdev is first seen.
     pub fn reconsider(&mut self, name: &PortName) {
         let Some(p) = self.records.get_mut(name) else {
             return;
         };
-        if p.configured != Configured::Unknown {
-            p.configured = Configured::Unknown;
+        if !p.asking {
+            p.asking = true;
             self.to_ask.push(name.clone());
         }
     }
 
-    /// Ask every port again (the keyspace subscription was re-made, and
-    /// events may have been missed).
+    /// Ask every port again (the keyspace subscription was re-made and
+    /// events may have been missed, or Redis publishes none).
     pub fn reconsider_all(&mut self) {
         let names: Vec<PortName> = self.records.keys().cloned().collect();
         for name in &names {
@@ -342,7 +338,7 @@ impl Ports {
     pub fn live_configured(&self) -> Vec<(PortName, PortState)> {
         self.records
             .iter()
-            .filter(|(_, p)| p.configured == Configured::Yes)
+            .filter(|(_, p)| p.configured && !p.asking)
             .filter_map(|(n, p)| p.kernel.map(|(_, s)| (n.clone(), s)))
             .collect()
     }
@@ -398,12 +394,10 @@ impl Ports {
                 self.backing_off.push(name);
                 continue;
             }
-            let row = match (p.dirty, p.configured, p.kernel) {
-                (true, Configured::Yes, Some((_, state))) => Some(state),
-                _ => None,
-            };
+            let row = p.writable().then(|| p.kernel.map(|(_, s)| s)).flatten();
             if !p.del && row.is_none() {
                 // Waits for its configuration: no longer a key Redis refuses.
+                self.metrics.state_writes_skipped_unconfigured.inc();
                 p.failures = 0;
                 p.retry_at = None;
                 continue;
@@ -522,11 +516,7 @@ impl Ports {
     /// records without bound.
     pub fn forget_if_gone(&mut self, name: &PortName) {
         if self.records.get(name).is_some_and(|p| {
-            p.kernel.is_none()
-                && !p.has_work()
-                && !p.in_flight
-                && !p.awaiting_init
-                && p.configured != Configured::Yes
+            p.kernel.is_none() && !p.has_work() && !p.in_flight && !p.awaiting_init && !p.configured
         }) {
             self.records.remove(name);
         }

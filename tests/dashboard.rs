@@ -244,7 +244,9 @@ fn registered_in_source(name: &str) -> bool {
 }
 
 /// Whether Rust source `text` has a `.register(` or `.register_with_unit(`
-/// call whose first argument is the literal `"short"`, outside comments.
+/// call whose first argument is the literal `"short"`, or a line of a
+/// `metrics!` table naming it (`field: Type = init, "short", UNIT, "help";`),
+/// outside comments.
 fn registers(text: &str, short: &str) -> bool {
     let code: String = text
         .lines()
@@ -252,6 +254,13 @@ fn registers(text: &str, short: &str) -> bool {
         .collect::<Vec<_>>()
         .join("\n");
     let literal = format!("\"{short}\"");
+    let table_line = |line: &str| {
+        let mut parts = line.split(',').map(str::trim);
+        parts.any(|p| p == literal) && line.contains(" = ") && line.trim_end().ends_with("\";")
+    };
+    if code.contains("metrics! {") && code.lines().any(table_line) {
+        return true;
+    }
     [".register(", ".register_with_unit("].iter().any(|call| {
         code.match_indices(call)
             .any(|(at, _)| code[at + call.len()..].trim_start().starts_with(&literal))

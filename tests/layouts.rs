@@ -282,7 +282,8 @@ fn warm_reboot_keeps_other_daemons_rows_and_fields() {
 
 /// The multi-DB template with the instance of APPL_DB, or of STATE_DB,
 /// lacking `unix_socket_path`: the daemon names the database, the instance
-/// and the fix, and exits 1, as for CONFIG_DB's (it used to panic, 101).
+/// and the fix, and exits 2 as for any refused configuration (it used to
+/// panic, 101).
 #[test]
 fn an_instance_without_a_socket_path_is_a_clear_error() {
     let redis = RedisServer::start();
@@ -300,7 +301,7 @@ fn an_instance_without_a_socket_path_is_a_clear_error() {
         let mut daemon = Daemon::start_here(&path, &[]);
         let status = daemon.wait_exit(DEADLINE);
         let log = daemon.log();
-        assert_eq!(status.code(), Some(1), "{db}: {status}; log:\n{log}");
+        assert_eq!(status.code(), Some(2), "{db}: {status}; log:\n{log}");
         for word in [db, instance, "unix_socket_path", "--redis-tcp"] {
             assert!(
                 log.contains(word),

@@ -455,9 +455,10 @@ fn an_accepted_del_is_sent_once_while_its_hset_is_refused() {
 }
 
 /// A Redis that publishes no keyspace events (not SONiC's setting): the
-/// daemon says that APPL_DB changes will not be noticed, and why.
+/// daemon says so, and asks APPL_DB about its ports once a second instead,
+/// so a port configured only after its netdev appeared is still written.
 #[test]
-fn keyspace_events_off_are_said() {
+fn without_keyspace_events_ports_are_asked_about_once_a_second() {
     let bed = Bed::new(&["Ethernet0"]);
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
@@ -471,5 +472,21 @@ fn keyspace_events_off_are_said() {
             .log()
             .contains("Redis publishes no keyspace events for APPL_DB PORT_TABLE")
     });
+    bed.redis.wait_configured(&["Ethernet0"]);
+    // The port leaves APPL_DB before its netdev appears, and comes back
+    // after: no event says so.
+    let fields = bed.redis.hgetall(APPL_DB, "PORT_TABLE:Ethernet0");
+    let _: () = redis::cmd("DEL")
+        .arg("PORT_TABLE:Ethernet0")
+        .query(&mut bed.redis.con(APPL_DB))
+        .unwrap();
+    bed.ns.add_port("Ethernet0");
+    wait_read(&daemon, "Ethernet0", false, 1);
+    let pairs: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    bed.redis.hset(APPL_DB, "PORT_TABLE:Ethernet0", &pairs);
+    bed.wait_state_matches_kernel(DEADLINE, "Ethernet0");
     daemon.assert_alive();
 }
