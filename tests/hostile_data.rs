@@ -320,6 +320,25 @@ fn a_port_recreated_behind_an_overrun_gets_its_whole_row() {
     daemon.assert_alive();
 }
 
+/// The pids of `pid`'s children (its main thread's).
+fn fs_children(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+/// SIGKILLs a process of the test's own when dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a pid this test started (strace's child).
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
 /// The old interfaces of a cold start are the netdevs present when the
 /// daemon started (one snapshot, as upstream's `if_nameindex()`), not every
 /// netdev reported until the first dump ends. With 300 other links the
@@ -357,6 +376,18 @@ fn a_netdev_created_after_start_is_a_port_not_an_old_interface() {
         .arg(bed.redis.db_config())
         .args(["--log-level", "debug", "--log-output", "stderr"]);
     let mut daemon = Daemon::launch(cmd);
+    // The daemon is strace's child: stopping strace (the Daemon's pid)
+    // would leave it running, so it is stopped by its own pid first.
+    let traced = wait_for(
+        DEADLINE,
+        "strace to start the daemon",
+        || {
+            let pid = daemon.pid();
+            fs_children(pid)
+        },
+        |children| children.len() == 1,
+    );
+    let _stop_traced = KillOnDrop(traced[0]);
     wait_until(DEADLINE, "the start-up dump to be requested", || {
         daemon.log().contains("link dump requested")
     });

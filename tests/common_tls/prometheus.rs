@@ -16,7 +16,9 @@ use crate::common::{Netns, wait_for};
 
 pub const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples");
 
-/// A child process killed (and reaped) on drop; prints its log when the test fails.
+/// A child process stopped (and reaped) on drop; prints its log when the
+/// test fails. SIGTERM first, so that a master process (nginx) stops its
+/// workers (SIGKILL left them running, orphaned), then SIGKILL after 5 s.
 pub struct Guard {
     child: Child,
     log: PathBuf,
@@ -24,6 +26,12 @@ pub struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
