@@ -26,6 +26,9 @@ pub struct ApplEvents {
     prefix: Vec<u8>,
     pattern: Vec<u8>,
     stream: Option<PubSubStream>,
+    /// Ask Redis whether it publishes keyspace events (not as an ACL user,
+    /// who may not run CONFIG: that would only fill Redis's ACL LOG).
+    ask_flags: bool,
     /// Redis said it publishes no keyspace events: ask every port once a
     /// second instead (as upstream asks on every message).
     off: bool,
@@ -34,7 +37,7 @@ pub struct ApplEvents {
 }
 
 impl ApplEvents {
-    pub fn new(client: Client, appl: &Database) -> Self {
+    pub fn new(client: Client, appl: &Database, ask_flags: bool) -> Self {
         let prefix = [
             format!("__keyspace@{}__:", appl.id).as_bytes(),
             &table_key(appl, PORT_TABLE, b""),
@@ -45,6 +48,7 @@ impl ApplEvents {
             pattern: crate::startup::glob_escape(&prefix),
             prefix,
             stream: None,
+            ask_flags,
             off: false,
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             retry_at: None,
@@ -94,13 +98,16 @@ impl ApplEvents {
     }
 
     /// Whether Redis publishes no keyspace events for hashes and deletes
-    /// (said once a subscription is made). A user the ACL does not allow
-    /// CONFIG is taken to run on SONiC's settings.
+    /// (said once a subscription is made). Running as an ACL user, which may
+    /// not run CONFIG, the server is taken to run on SONiC's settings.
     pub fn off(&self) -> bool {
         self.off
     }
 
     async fn notifications_off(&self) -> bool {
+        if !self.ask_flags {
+            return false;
+        }
         let Ok(mut conn) = crate::sonic::connect::connect(&self.client).await else {
             return false;
         };

@@ -113,7 +113,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             ),
             writer,
             progress,
-            ApplEvents::new(clients.appl.clone(), &layout.appl),
+            ApplEvents::new(clients.appl.clone(), &layout.appl, access.user.is_none()),
             config_ports,
             metrics.clone(),
             status.clone(),

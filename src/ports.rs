@@ -292,8 +292,9 @@ impl Ports {
         if configured && !was && p.kernel.is_some() {
             p.dirty = true;
             p.since.get_or_insert_with(Instant::now);
-            self.enqueue(name);
         }
+        // A row that waited for this answer goes back in line.
+        self.enqueue(name);
     }
 
     /// The port's APPL_DB key changed (a keyspace event): its row waits

@@ -198,11 +198,21 @@ fn a_message_that_changes_nothing_writes_nothing() {
         .ip(&["link", "set", "Ethernet0", "txqueuelen", "2000"]);
     bed.ns.set_mtu("Ethernet0", 9100);
     bed.redis.wait_state("Ethernet0", &[("mtu", "9100")]);
-    let writes: Vec<_> = monitor
-        .port_writes()
-        .into_iter()
-        .filter(|(_, args)| args.first().is_some_and(|k| k == "PORT_TABLE|Ethernet0"))
-        .collect();
+    // MONITOR is in Redis' order: once the MTU write shows, a write for the
+    // txqueuelen message would show before it.
+    let writes = || -> Vec<_> {
+        monitor
+            .port_writes()
+            .into_iter()
+            .filter(|(_, args)| args.first().is_some_and(|k| k == "PORT_TABLE|Ethernet0"))
+            .collect()
+    };
+    wait_until(DEADLINE, "the MTU write in MONITOR", || {
+        writes()
+            .iter()
+            .any(|(_, a)| a.contains(&"9100".to_string()))
+    });
+    let writes = writes();
     assert_eq!(
         writes.len(),
         1,

@@ -89,7 +89,7 @@ pub fn run(db_config: &Path, ports: &[String], datagrams: &[Vec<u8>]) -> Saturat
             records,
             writer,
             progress,
-            ApplEvents::new(clients.appl.clone(), &layout.appl),
+            ApplEvents::new(clients.appl.clone(), &layout.appl, true),
             Vec::new(),
             metrics.clone(),
             status,
