@@ -63,6 +63,8 @@ pub struct Core {
     check_due: bool,
     /// After a failed read between rounds, none before this.
     io_retry_at: Option<Instant>,
+    /// The last receive failed: the next good one says netlink is healthy.
+    netlink_failed: bool,
     stats: ParseStats,
 }
 
@@ -92,6 +94,7 @@ impl Core {
             verify: false,
             check_due: false,
             io_retry_at: None,
+            netlink_failed: false,
             stats: ParseStats::default(),
         }
     }
@@ -177,6 +180,9 @@ impl Core {
             return None;
         }
         self.start_dump_if_wanted(socket);
+        if !self.reads_due(now) {
+            return None;
+        }
         let status = self.status.clone();
         let done = tokio::select! {
             r = self.reads(now) => r,
@@ -188,6 +194,19 @@ impl Core {
             self.io_retry_at = Some(now + IDLE_BEAT);
             None
         })
+    }
+
+    /// Whether [`reads`](Self::reads) has anything to do: the common turn
+    /// (a link change, nothing else) skips it without a wait or an await.
+    fn reads_due(&self, now: Instant) -> bool {
+        let connecting =
+            !self.writer.connected() && self.writer.retry_at().is_none_or(|t| t <= now);
+        let subscribing = self.events.due(now);
+        let work = self.ports.has_asks()
+            || self.verify
+            || self.check_due
+            || self.progress.reconcile_due(self.eoiu_seen, now).is_some();
+        connecting || subscribing || (work && self.io_retry_at.is_none_or(|t| t <= now))
     }
 
     async fn reads(&mut self, now: Instant) -> redis::RedisResult<Option<Exit>> {
@@ -437,7 +456,9 @@ impl Core {
         loop {
             match socket.recv() {
                 Ok(RecvOutcome::Datagrams(datagrams)) => {
-                    self.status.set_netlink(Ok(()));
+                    if std::mem::take(&mut self.netlink_failed) {
+                        self.status.set_netlink(Ok(()));
+                    }
                     for bytes in datagrams {
                         self.on_datagram(bytes, received);
                     }
@@ -459,6 +480,7 @@ impl Core {
                     error!(error = %e, "netlink receive failed; re-dumping every link to repair STATE_DB");
                     let why = format!("netlink receive failed: {e}; re-dumping");
                     self.status.set_netlink(Err(why));
+                    self.netlink_failed = true;
                     self.redump();
                     return true;
                 }
@@ -559,6 +581,7 @@ pub async fn run(
     let mut stopping: Option<Instant> = None;
     let mut linger = StormLinger::default();
     let status = core.status.clone();
+    let mut sigterm = std::pin::pin!(status.stopping());
     loop {
         let now = Instant::now();
         status.beat();
@@ -617,7 +640,7 @@ pub async fn run(
                 None => warn!("the APPL_DB keyspace subscription ended; subscribing again"),
             },
             () = tokio::time::sleep_until(wake.into()) => {}
-            () = status.stopping(), if stopping.is_none() => {
+            () = &mut sigterm, if stopping.is_none() => {
                 info!(pending = core.ports.pending(), "shutting down; flushing pending writes");
                 stopping = Some(Instant::now() + shutdown_timeout);
             }

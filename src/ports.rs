@@ -324,6 +324,11 @@ impl Ports {
         self.held = held;
     }
 
+    /// Some port's configuration must be asked.
+    pub fn has_asks(&self) -> bool {
+        !self.to_ask.is_empty()
+    }
+
     /// Ports whose configuration must be asked now.
     pub fn take_asks(&mut self) -> Vec<PortName> {
         std::mem::take(&mut self.to_ask)

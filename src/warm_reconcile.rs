@@ -273,18 +273,18 @@ impl Progress {
     pub fn reconcile_due(&self, eoiu: bool, now: Instant) -> Option<bool> {
         match self.warm {
             Warm::Collecting(_) if eoiu => Some(false),
-            Warm::Collecting(until) if now >= until => {
-                warn!(
-                    "warm restart: the initial link dump did not finish within portsyncd_timer; reconciling with what the kernel reported so far"
-                );
-                Some(true)
-            }
+            Warm::Collecting(until) if now >= until => Some(true),
             _ => None,
         }
     }
 
     /// The warm reconcile compared the rows; their writes are queued.
     pub fn restored(&mut self, by_timer: bool) {
+        if by_timer {
+            warn!(
+                "warm restart: the initial link dump did not finish within portsyncd_timer; reconciling with what the kernel reported so far"
+            );
+        }
         self.push_warm_state(WarmState::Restored);
         self.warm = Warm::Restored { by_timer };
     }
