@@ -190,29 +190,7 @@ fn a_failed_netlink_receive_is_repaired_by_a_redump() {
     bed.wait_all_match_kernel(CONVERGE, &["Ethernet0"]);
     // The daemon is idle in epoll: its next recvmmsg is the one that reads
     // the change below.
-    let mut strace = std::process::Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-e",
-            "trace=recvmmsg",
-            "-e",
-            "inject=recvmmsg:error=ENOMEM:when=1",
-            "-p",
-        ])
-        .arg(daemon.pid().to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("strace (scripts/test.sh installs it)");
-    // strace prints nothing until the first traced call; give it the
-    // attach by waiting for the tracer to appear in the daemon's status.
-    wait_until(CONVERGE, "strace to attach", || {
-        std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).is_ok_and(|s| {
-            s.lines()
-                .any(|l| l.starts_with("TracerPid:") && !l.ends_with("\t0"))
-        })
-    });
+    let strace = fail_next_netlink_receive(daemon.pid());
     bed.ns.set_up("Ethernet0");
     wait_until(
         CONVERGE,
@@ -220,8 +198,7 @@ fn a_failed_netlink_receive_is_repaired_by_a_redump() {
         || daemon.log().contains("netlink receive failed"),
     );
     bed.wait_all_match_kernel(CONVERGE, &["Ethernet0"]);
-    let _ = strace.kill();
-    let _ = strace.wait();
+    drop(strace);
     daemon.assert_alive();
 }
 

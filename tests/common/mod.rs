@@ -1150,3 +1150,35 @@ impl RedisServer {
         assert_eq!(rc, 0, "kill({signal}) on redis-server failed");
     }
 }
+
+/// strace attached to `pid`, making its next `recvmmsg` fail with ENOMEM
+/// (a netlink receive error, as the kernel can return one); detached on
+/// drop. Returns once the tracer is attached.
+pub struct FailedReceive(Child);
+
+pub fn fail_next_netlink_receive(pid: u32) -> FailedReceive {
+    let child = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=recvmmsg"])
+        .args(["-e", "inject=recvmmsg:error=ENOMEM:when=1", "-p"])
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strace (scripts/test.sh installs it)");
+    // strace prints nothing until the first traced call: wait for the
+    // tracer to show in the daemon's status instead.
+    wait_until(DEADLINE, "strace to attach", || {
+        fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("TracerPid:") && !l.ends_with("\t0"))
+        })
+    });
+    FailedReceive(child)
+}
+
+impl Drop for FailedReceive {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
